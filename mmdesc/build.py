@@ -1,0 +1,107 @@
+"""The one place where a recipe meets constructors: config in, plain objects out."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from mmdesc.corpora import Example
+from mmdesc.errors import ConfigError, DataError
+from mmdesc.modalities import MODALITIES
+
+
+@dataclass
+class Trained:
+    """Everything a trained model needs to describe inputs: loaded from one checkpoint."""
+
+    model: object  # Describer
+    reader: object
+    tokenizer: object
+    recipe: object  # Recipe
+    meta: dict
+    path: Path
+
+    @property
+    def modality(self) -> str:
+        return self.recipe.modality
+
+
+def modality(recipe):
+    return MODALITIES[recipe.modality]
+
+
+def ensure_data(recipe, say: Callable[[str], None] = print) -> None:
+    """Generate the synthetic corpus under ``data.root`` when the recipe asks for it and it is missing."""
+    from mmdesc.corpora.synth import is_complete
+
+    root, synth = Path(recipe.data.root), recipe.data.synth
+    if synth is None or is_complete(root, recipe.modality):
+        return
+    say(f"generating the synthetic {recipe.modality} corpus in {root} "
+        f"({synth.train}/{synth.valid}/{synth.test} scenes) ...")
+    modality(recipe).synthesize(root, synth.train, synth.valid, synth.test, synth.seed)
+
+
+def read_split(recipe, split: str) -> list[Example]:
+    """The examples of ``split`` (train, valid or test) as the recipe names them."""
+    cfg = getattr(recipe.data, split, None)
+    if cfg is None:
+        raise ConfigError(f"data.{split}: the recipe names no {split} split")
+    examples = modality(recipe).read_split(cfg, Path(recipe.data.root))
+    if not examples:
+        raise DataError(f"data.{split}: the {split} split is empty")
+    return examples
+
+
+def build_reader(recipe):
+    return modality(recipe).Reader(**asdict(recipe.input))
+
+
+def build_tokenizer(recipe, examples: list[Example]):
+    from mmdesc.tokenize import Tokenizer
+
+    t = recipe.tokenizer
+    return Tokenizer.train((r for ex in examples for r in ex.references), kind=t.kind,
+                           vocab_size=t.vocab_size, model_type=t.model_type)
+
+
+def build_model(recipe, reader, tokenizer):
+    from mmdesc.decoder import Decoder
+    from mmdesc.model import Describer
+
+    encoder = modality(recipe).Encoder(**asdict(recipe.encoder), **reader.encoder_kwargs())
+    dec = {k: v for k, v in asdict(recipe.decoder).items() if k != "ds_penalty"}
+    return Describer(encoder, Decoder(len(tokenizer), encoder.out_dim, **dec))
+
+
+def search_kwargs(search) -> dict:
+    """The search section as arguments of ``Describer.generate``."""
+    return {k: v for k, v in asdict(search).items() if k != "batch_size"}
+
+
+def checkpoint_meta(recipe, reader, tokenizer, **extra) -> dict:
+    from mmdesc.config import recipe_to_dict
+
+    return {"recipe": recipe_to_dict(recipe), "tokenizer": tokenizer.to_dict(), "reader": reader.state(), **extra}
+
+
+def load_trained(path: str | Path, device: str = "cpu") -> Trained:
+    """Rebuild a trained model from a checkpoint (or run) folder, ready for inference."""
+    from mmdesc import checkpoint
+    from mmdesc.config import recipe_from_dict
+    from mmdesc.errors import CheckpointError
+    from mmdesc.tokenize import Tokenizer
+
+    path = checkpoint.resolve(path)
+    meta = checkpoint.read_meta(path)
+    try:
+        recipe = recipe_from_dict(meta["recipe"])
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+        reader = build_reader(recipe)
+        reader.load_state(meta.get("reader", {}))
+    except (KeyError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path}: the checkpoint's metadata is not usable ({e})") from None
+    model = build_model(recipe, reader, tokenizer)
+    checkpoint.load_weights(path, model)
+    model.to(device).eval()
+    return Trained(model, reader, tokenizer, recipe, meta, path)

@@ -1,0 +1,48 @@
+"""What describe, translate and evaluate share: search options, JSON, attention pictures."""
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+
+def search_options(f):
+    """--beam, --n-best, --max-len, --batch-size, --device: override the checkpoint's search settings."""
+    @click.option("--beam", type=click.IntRange(min=1), default=None, help="Beam size (1 = greedy). [recipe's]")
+    @click.option("--n-best", type=click.IntRange(min=1), default=None, help="Hypotheses per input. [1]")
+    @click.option("--max-len", type=click.IntRange(min=1), default=None, help="Longest output in tokens. [recipe's]")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inputs decoded together. [recipe's]")
+    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+    @functools.wraps(f)
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, **kwargs):
+        return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size),
+                 device=device, **kwargs)
+    return wrapper
+
+
+def resolve_search(recipe_search, options: dict):
+    """The checkpoint's search section with the command line's values put over it."""
+    changes = {k: v for k, v in options.items() if v is not None}
+    s = replace(recipe_search, **changes)
+    if changes.get("n_best") and s.beam < s.n_best:
+        s = replace(s, beam=s.n_best)
+    if "n_best" not in changes:
+        s = replace(s, n_best=1)
+    return s
+
+
+def hypotheses_json(described) -> list[dict]:
+    """n-best descriptions as JSON-able dicts (attention per output word over the input)."""
+    return [{"text": d.text, "score": round(d.score, 4), "words": d.words,
+             "attention": [[round(float(a), 4) for a in row] for row in d.alpha]} for d in described]
+
+
+def draw(outdir: Path, name: str, described, source: str) -> Path:
+    """The attention picture of the best hypothesis, OUTDIR/NAME.png."""
+    from mmdesc.viz import draw_attention
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    best = described[0]
+    return draw_attention(best.layout, source, best.words, best.alpha.numpy(), outdir / f"{name}.png")

@@ -1,0 +1,95 @@
+"""mmdesc describe FILE... --checkpoint DIR"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
+
+
+def expand(paths: tuple[str, ...], suffixes: set[str]) -> list[Path]:
+    """Files as given; folders become their files with a known suffix, sorted."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+        else:
+            out.append(p)
+    return out
+
+
+@click.command("describe")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--checkpoint", "-c", "checkpoints", multiple=True, required=True,
+              help="Checkpoint or run folder; repeat it to describe several modalities at once "
+                   "(each file goes to the model of its suffix).")
+@search_options
+@click.option("--attention", "attention_dir", type=click.Path(file_okay=False), default=None,
+              help="Write one PNG per input: the input and where the model looked for each word.")
+@click.option("--json", "as_json", is_flag=True, help="Print hypotheses, scores and attention as JSON.")
+def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
+    """Describe FILES (images; folders are searched for them) in natural language.
+
+    Prints one line per file: the file, a tab, the description. A file that cannot be
+    read gets one line on stderr naming the problem; the others are still described,
+    the failures are listed at the end, and the exit code is 2.
+    """
+    from rich.progress import Progress
+
+    from mmdesc.build import load_trained
+    from mmdesc.errors import MediaError, MmdescError
+    from mmdesc.modalities import MODALITIES
+    from mmdesc.predict import describe
+
+    models = [load_trained(c, device) for c in checkpoints]
+    by_suffix = {s: m for m in models for s in MODALITIES[m.modality].SUFFIXES}
+    paths = expand(files, set(by_suffix))
+    if not paths:
+        raise MmdescError("no input files found")
+    # one model: every file goes to it (a wrong suffix still gets a try); several: by suffix
+    route = [models[0] if len(models) == 1 else by_suffix.get(p.suffix.lower()) for p in paths]
+    failures: list[MediaError] = []
+    results: dict[int, list] = {}
+    for i, p in enumerate(paths):
+        if route[i] is None:
+            failures.append(MediaError(p, f"no model for '{p.suffix}' files among the checkpoints given"))
+            click.echo(f"error: {failures[-1]}", err=True)
+    for model in models:
+        items, ok = [], []
+        for i in (i for i, m in enumerate(route) if m is model):
+            try:
+                items.append(model.reader.load(str(paths[i])))
+                ok.append(i)
+            except MediaError as e:
+                failures.append(e)
+                click.echo(f"error: {e}", err=True)
+        s = resolve_search(model.recipe.search, search)
+        kwargs = {k: v for k, v in vars(s).items() if k != "batch_size"}
+        with Progress(transient=True, disable=not sys.stderr.isatty() or len(items) < 2 * s.batch_size) as bar:
+            task = bar.add_task("describe", total=len(items))
+            described = describe(model, items, batch_size=s.batch_size,
+                                 progress=lambda n: bar.advance(task, n), **kwargs)
+        results.update(zip(ok, described))
+    records = []
+    for i in sorted(results):
+        p, d = paths[i], results[i]
+        if attention_dir:
+            try:
+                draw(Path(attention_dir), p.stem, d, str(p))
+            except (OSError, ValueError) as e:
+                failures.append(MediaError(p, f"cannot draw attention ({e})"))
+        if as_json:
+            records.append({"file": str(p), "hypotheses": hypotheses_json(d)})
+        else:
+            for h in d:
+                click.echo(f"{p}\t{h.text}" if len(d) == 1 else f"{p}\t{h.score:.3f}\t{h.text}")
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+    if failures:
+        click.echo(f"{len(failures)} of {len(paths)} files failed:", err=True)
+        for e in failures:
+            click.echo(f"  {e}", err=True)
+        raise SystemExit(2)

@@ -1,0 +1,72 @@
+"""mmdesc evaluate --checkpoint DIR [--split test]"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from mmdesc.cli.common import resolve_search, search_options
+
+LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
+          "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
+          "align_precision": "alignment precision", "align_recall": "alignment recall"}
+
+
+@click.command("evaluate")
+@click.option("--checkpoint", "-c", required=True, help="Checkpoint or run folder.")
+@click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N inputs.")
+@search_options
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
+@click.option("--hypotheses", type=click.Path(dir_okay=False), default=None, help="Also write the best hypotheses here, one per line.")
+def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> None:
+    """Score a trained model on a split of the corpus its recipe names.
+
+    Reports BLEU-1..4 and chrF (sacrebleu, with their signatures) and CIDEr-D; where the
+    corpus has ground truth for attention, also the grounding of shape words in images
+    (% whose most attended cell lies in the object's box) and the alignment error rate
+    of the attention for translation (argmax per target word, reading the reference).
+    """
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from mmdesc.build import load_trained, read_split
+    from mmdesc.data import load_all
+    from mmdesc.evaluate import score
+
+    model = load_trained(checkpoint, device)
+    examples = read_split(model.recipe, split)[:limit]
+    loaded = load_all(model.reader, examples)
+    for e in loaded.failures:
+        click.echo(f"warning: skipped {e}", err=True)
+    s = resolve_search(model.recipe.search, search)
+    kwargs = {k: v for k, v in vars(s).items() if k not in ("batch_size", "n_best")}
+    start = time.perf_counter()
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"evaluate {split}", total=len(loaded.items))
+        result, hyps = score(model, loaded, batch_size=s.batch_size, progress=lambda n: bar.advance(task, n), **kwargs)
+    seconds = time.perf_counter() - start
+    result.update({"split": split, "n": len(loaded.items), "beam": s.beam, "seconds": round(seconds, 2),
+                   "items_per_second": round(len(loaded.items) / seconds, 1), "checkpoint": str(model.path)})
+    if hypotheses:
+        with open(hypotheses, "w", encoding="utf-8") as f:
+            f.write("".join(h + "\n" for h in hyps))
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    table = Table(title=f"{model.path} on {split} ({len(loaded.items)} inputs, beam {s.beam})")
+    table.add_column("metric")
+    table.add_column("score", justify="right")
+    for key, label in LABELS.items():
+        if key in result:
+            table.add_row(label, f"{result[key]:.2f}")
+    console = Console()
+    console.print(table)
+    for key in ("bleu_signature", "chrf_signature"):
+        if key in result:
+            console.print(f"{key.split('_')[0]}: {result[key]}", highlight=False)
+    console.print(f"{result['items_per_second']} inputs/s ({seconds:.1f} s)", highlight=False)

@@ -1,0 +1,86 @@
+"""mmdesc translate --checkpoint DIR [TEXT ...]"""
+from __future__ import annotations
+
+import json
+import select
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
+
+
+def stdin_batches(stream, size: int) -> Iterator[list[str]]:
+    """Lines of ``stream`` in groups of at most ``size``: a group ends early when no more
+    input is waiting, so output follows input line by line in a pipe or a terminal."""
+    batch: list[str] = []
+    for line in iter(stream.readline, ""):
+        batch.append(line.rstrip("\r\n"))
+        if len(batch) >= size or not _waiting(stream):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _waiting(stream) -> bool:
+    try:
+        return bool(select.select([stream], [], [], 0)[0])
+    except (ValueError, OSError, TypeError):  # not a real file (tests, Windows): read on
+        return True
+
+
+@click.command("translate")
+@click.argument("texts", nargs=-1)
+@click.option("--checkpoint", "-c", required=True, help="Checkpoint or run folder of a text model.")
+@search_options
+@click.option("--attention", "attention_dir", type=click.Path(file_okay=False), default=None,
+              help="Write one alignment matrix PNG per sentence.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line: hypotheses, scores, attention.")
+def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
+    """Translate TEXTS, or standard input line by line when none are given.
+
+    One output line per input line, in order; an empty line gives an empty line. Input
+    is translated in batches as it arrives. Sentences longer than the model's limit are
+    truncated with a warning on stderr.
+    """
+    from mmdesc.build import load_trained
+    from mmdesc.errors import CheckpointError, MediaError
+    from mmdesc.predict import describe
+
+    model = load_trained(checkpoint, device)
+    if model.modality != "text":
+        raise CheckpointError(f"{model.path}: a {model.modality} model cannot translate text; use `mmdesc describe`")
+    s = resolve_search(model.recipe.search, search)
+    kwargs = {k: v for k, v in vars(s).items() if k != "batch_size"}
+    batches = [list(texts)] if texts else stdin_batches(sys.stdin, s.batch_size)
+    n = 0
+    for batch in batches:
+        live = [i for i, t in enumerate(batch) if t.strip()]
+        items = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in list(live):
+                try:
+                    items.append(model.reader.load(batch[i]))
+                except MediaError as e:
+                    click.echo(f"error: line {n + i + 1}: {e.reason}", err=True)
+                    live.remove(i)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
+        out = dict(zip(live, describe(model, items, batch_size=s.batch_size, **kwargs)))
+        for i, line in enumerate(batch):
+            d = out.get(i, [])
+            if as_json:
+                click.echo(json.dumps({"source": line, "hypotheses": hypotheses_json(d)}))
+            elif s.n_best > 1:
+                click.echo("\n".join(f"{n + i + 1}\t{h.score:.3f}\t{h.text}" for h in d) or f"{n + i + 1}\t\t")
+            else:
+                click.echo(d[0].text if d else "")
+            if attention_dir and d:
+                draw(Path(attention_dir), f"{n + i + 1:05d}", d, line)
+        sys.stdout.flush()
+        n += len(batch)

@@ -1,0 +1,183 @@
+"""The shared attention decoder: a conditional GRU or a Show-Attend-Tell LSTM.
+
+The decoder reads any ContextSet. Its step API is all that search needs::
+
+    pctx = decoder.prepare(ctx)             # once per input: keys of the attention
+    state = decoder.init_state(pctx, k)     # (B, K, H) tensors, from the mean context
+    logprobs, state, alpha = decoder.step(pctx, y, state)   # y (B, K) -> (B, K, V), ..., (B, K, N)
+
+``forward`` is teacher forcing over the same cells; the parts that do not depend on the
+recurrence (embeddings, input projections, the deep output and vocabulary projection)
+are computed for all time steps at once.
+
+cell="gru": conditional GRU (Sennrich et al. 2017; Bahdanau et al. 2015):
+    s' = GRU1(E y_prev, s);  c, alpha = att(s', ctx);  s = GRU2(c, s')
+cell="lstm": Show, Attend and Tell (Xu et al. 2015):
+    c, alpha = att(h, ctx);  [c = beta * c];  h, m = LSTM([E y_prev; c], (h, m))
+Both emit through a deep output: logits = W_v tanh(W_s s + W_e E y_prev + W_c c).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmdesc.contexts import ContextSet
+from mmdesc.decoder.attention import ATTENTIONS
+
+State = dict[str, Tensor]
+
+
+@dataclass
+class PreparedContext:
+    """A ContextSet plus its attention keys, prepared once per input for all steps."""
+
+    vectors: Tensor  # (B, N, D)
+    mask: Tensor  # (B, N)
+    keys: Tensor  # (B, N, A)
+
+    def select(self, index: Tensor) -> "PreparedContext":
+        return PreparedContext(self.vectors.index_select(0, index), self.mask.index_select(0, index),
+                               self.keys.index_select(0, index))
+
+
+def gru_update(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """One GRU update given the input part ``gi`` = W_ih x + b_ih (..., 3H) and state h (..., H)."""
+    gh = F.linear(h, w_hh, b_hh)  # (..., 3H)
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)
+
+
+def lstm_update(gi: Tensor, h: Tensor, m: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM update given the input part ``gi`` (..., 4H); returns (h, m)."""
+    gates = gi + F.linear(h, w_hh, b_hh)  # (..., 4H)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    m = torch.sigmoid(f) * m + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(m), m
+
+
+class Decoder(nn.Module):
+    """Attention decoder over a set of context vectors of size ``ctx_dim``."""
+
+    def __init__(self, vocab_size: int, ctx_dim: int, cell: str = "gru", attention: str = "mlp",
+                 emb: int = 128, hidden: int = 256, att: int = 128, out: int = 128, dropout: float = 0.1,
+                 tied: bool = False, gate: bool = False, init: str = "mean", pad: int = 0):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"cell {cell!r} is not one of {{gru, lstm}}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention {attention!r} is not one of {{{', '.join(ATTENTIONS)}}}")
+        if tied and out != emb:
+            raise ValueError(f"tied embeddings need out == emb, got out={out}, emb={emb}")
+        self.cell, self.hidden, self.ctx_dim, self.vocab_size = cell, hidden, ctx_dim, vocab_size
+        self.use_gate, self.init_mode = gate, init
+        self.embed = nn.Embedding(vocab_size, emb, padding_idx=pad)
+        self.drop = nn.Dropout(dropout)
+        self.att = ATTENTIONS[attention](ctx_dim, hidden, att)
+        n_gates = 3 if cell == "gru" else 4
+        # input weights of the first recurrence split into the embedding part (precomputable
+        # over all steps in teacher forcing) and, for the LSTM, the context part
+        self.w_e = nn.Linear(emb, n_gates * hidden)
+        self.w_hh = nn.Parameter(torch.empty(n_gates * hidden, hidden))
+        self.b_hh = nn.Parameter(torch.zeros(n_gates * hidden))
+        if cell == "gru":
+            self.w_c2 = nn.Linear(ctx_dim, 3 * hidden)  # second GRU: input is the context
+            self.w_hh2 = nn.Parameter(torch.empty(3 * hidden, hidden))
+            self.b_hh2 = nn.Parameter(torch.zeros(3 * hidden))
+        else:
+            self.w_c = nn.Linear(ctx_dim, 4 * hidden, bias=False)
+            self.init_m = nn.Linear(ctx_dim, hidden)
+        self.init_h = nn.Linear(ctx_dim, hidden)
+        self.gate = nn.Linear(hidden, 1) if gate else None
+        self.out_s = nn.Linear(hidden, out)
+        self.out_e = nn.Linear(emb, out, bias=False)
+        self.out_c = nn.Linear(ctx_dim, out, bias=False)
+        self.proj = nn.Linear(out, vocab_size)
+        if tied:
+            self.proj.weight = self.embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for w in [self.w_hh] + ([self.w_hh2] if self.cell == "gru" else []):
+            for chunk in w.data.chunk(w.shape[0] // self.hidden, dim=0):
+                nn.init.orthogonal_(chunk)
+        if self.cell == "lstm":  # forget-gate bias 1
+            self.b_hh.data[self.hidden:2 * self.hidden].fill_(1.0)
+
+    # --- the step API ---------------------------------------------------------------
+    def prepare(self, ctx: ContextSet) -> PreparedContext:
+        """Project the context's attention keys once per input."""
+        return PreparedContext(ctx.vectors, ctx.mask, self.att.precompute(ctx.vectors))
+
+    def init_state(self, pctx: PreparedContext, k: int = 1) -> State:
+        """Initial state (B, K, H) from the mean of the real context vectors (or zeros)."""
+        b = pctx.vectors.shape[0]
+        m = pctx.mask.unsqueeze(-1).to(pctx.vectors.dtype)  # (B, N, 1)
+        mean = (pctx.vectors * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
+        if self.init_mode == "zero":
+            mean = torch.zeros_like(mean)
+        state = {"h": torch.tanh(self.init_h(mean))}
+        if self.cell == "lstm":
+            state["m"] = torch.tanh(self.init_m(mean))
+        return {name: s[:, None, :].expand(b, k, self.hidden).contiguous() for name, s in state.items()}
+
+    def _recur(self, pctx: PreparedContext, gi: Tensor, state: State) -> tuple[State, Tensor, Tensor]:
+        """One recurrence given the embedding part ``gi`` (B, K, G) of the input gates.
+
+        Returns the new state, the (gated) context (B, K, D) and alpha (B, K, N)."""
+        h = state["h"]
+        if self.cell == "gru":
+            h1 = gru_update(gi, h, self.w_hh, self.b_hh)
+            c, alpha = self.att(h1, pctx.vectors, pctx.keys, pctx.mask)
+            if self.gate is not None:
+                c = torch.sigmoid(self.gate(h1)) * c
+            h2 = gru_update(self.w_c2(c), h1, self.w_hh2, self.b_hh2)
+            return {"h": h2}, c, alpha
+        c, alpha = self.att(h, pctx.vectors, pctx.keys, pctx.mask)
+        if self.gate is not None:
+            c = torch.sigmoid(self.gate(h)) * c
+        h2, m2 = lstm_update(gi + self.w_c(c), h, state["m"], self.w_hh, self.b_hh)
+        return {"h": h2, "m": m2}, c, alpha
+
+    def _logits(self, s: Tensor, e: Tensor, c: Tensor) -> Tensor:
+        """Deep output: (..., H), (..., E), (..., D) -> (..., V)."""
+        o = torch.tanh(self.out_s(s) + self.out_e(e) + self.out_c(c))
+        return self.proj(self.drop(o))
+
+    def step(self, pctx: PreparedContext, y: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
+        """y (B, K) previous tokens -> log-probabilities (B, K, V), new state, alpha (B, K, N)."""
+        e = self.drop(self.embed(y))  # (B, K, E)
+        state, c, alpha = self._recur(pctx, self.w_e(e), state)
+        logprobs = torch.log_softmax(self._logits(state["h"], e, c).float(), dim=-1)
+        return logprobs, state, alpha
+
+    # --- teacher forcing ----------------------------------------------------------------
+    def forward(self, ctx: ContextSet, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """inputs (B, T) = BOS + target[:-1] -> logits (B, T, V), alphas (B, T, N)."""
+        pctx = self.prepare(ctx)
+        state = self.init_state(pctx, 1)
+        e = self.drop(self.embed(inputs))  # (B, T, E)
+        gi = self.w_e(e)  # (B, T, G) for all steps at once
+        hs, cs, alphas = [], [], []
+        for t in range(inputs.shape[1]):
+            state, c, alpha = self._recur(pctx, gi[:, t:t + 1], state)  # K = 1
+            hs.append(state["h"])
+            cs.append(c)
+            alphas.append(alpha)
+        s = torch.cat(hs, dim=1)  # T x (B, 1, H) -> (B, T, H)
+        logits = self._logits(s, e, torch.cat(cs, dim=1))  # (B, T, V)
+        return logits, torch.cat(alphas, dim=1)  # (B, T, N)
+
+
+def doubly_stochastic_penalty(alphas: Tensor, target_mask: Tensor, ctx_mask: Tensor) -> Tensor:
+    """Show-Attend-Tell's sum_n (1 - sum_t alpha_tn)^2, averaged over the batch.
+
+    alphas (B, T, N); target_mask (B, T) real output steps; ctx_mask (B, N) real positions."""
+    total = (alphas * target_mask.unsqueeze(-1)).sum(1)  # (B, T, N) -> (B, N)
+    return (((1.0 - total) ** 2) * ctx_mask).sum(1).mean()

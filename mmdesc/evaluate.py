@@ -1,0 +1,53 @@
+"""Scoring a trained model on a split: text metrics and, where ground truth exists, attention."""
+from __future__ import annotations
+
+from typing import Callable
+
+from mmdesc import metrics
+from mmdesc.data import Loaded
+from mmdesc.predict import describe, force_attention, in_words
+
+
+def score(trained, loaded: Loaded, *, batch_size: int = 64, alignment: bool = True,
+          progress: Callable[[int], None] | None = None, **search) -> tuple[dict, list[str]]:
+    """Corpus scores of the best hypothesis per input, and those hypotheses.
+
+    Adds ``grounding`` (share of words naming a region whose most attended position lies
+    in it) when examples carry ``regions``, and ``aer`` (alignment error rate of the
+    attention while reading the reference) when they carry ``alignment``."""
+    described = describe(trained, loaded.items, batch_size=batch_size, progress=progress, **search)
+    hyps = [d[0].text for d in described]
+    refs = [ex.references for ex in loaded.examples]
+    result = metrics.corpus_scores(hyps, refs) if any(refs) else {}
+    if not alignment:
+        return result, hyps
+    if any("regions" in ex.meta for ex in loaded.examples):
+        result.update(_grounding(trained, loaded, described))
+    aligned = [i for i, ex in enumerate(loaded.examples) if "alignment" in ex.meta]
+    if aligned:
+        result.update(_aer(trained, loaded, aligned, batch_size))
+    return result, hyps
+
+
+def _grounding(trained, loaded: Loaded, described) -> dict:
+    items = [(d[0].words, d[0].alpha.numpy(), d[0].layout, ex.meta["regions"])
+             for d, ex in zip(described, loaded.examples) if "regions" in ex.meta]
+    return metrics.grounding(items)
+
+
+def _aer(trained, loaded: Loaded, idx: list[int], batch_size: int) -> dict:
+    tok = trained.tokenizer
+    exs = [loaded.examples[i] for i in idx]
+    forced = force_attention(trained, [loaded.items[i] for i in idx], [ex.references[0] for ex in exs], batch_size)
+    items = []
+    for ex, (alpha, lay) in zip(exs, forced):
+        ids = tok.encode(ex.references[0])
+        _, words_alpha = in_words(tok, ids, alpha)  # (W_tgt, N)
+        src_words = list(lay.words)
+        a = metrics.word_attention(words_alpha.numpy(), list(range(words_alpha.shape[0])), src_words)
+        n_src = len(ex.source.split())
+        pred = {(i, j) for (i, j) in metrics.argmax_alignment(a) if i < n_src}  # links to </s> are no links
+        sure = {tuple(p) for p in ex.meta["alignment"]["sure"]}
+        possible = {tuple(p) for p in ex.meta["alignment"].get("possible", [])} | sure
+        items.append((pred, sure, possible))
+    return metrics.alignment_error_rate(items)

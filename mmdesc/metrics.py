@@ -1,0 +1,328 @@
+"""Scores for descriptions and for where the attention looked.
+
+Text scores: corpus BLEU and chrF (sacrebleu, tokenizer ``13a``), CIDEr-D (written here,
+as in the coco-caption reference code), WER and CER. Attention scores: grounding (does the
+attention peak of a word fall inside its referent's region?) and the alignment error
+rate of attention-derived word alignments against sure/possible ground truth.
+
+Every text score takes ``hyps: list[str]`` (one per input) and ``refs: list[list[str]]``
+(one or more references per input; the count may differ between inputs). Nothing here
+imports torch; attention matrices may be numpy arrays or torch tensors.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "bleu", "chrf", "cider_d", "wer", "cer", "corpus_scores",
+    "word_attention", "grounding", "alignment_error_rate", "argmax_alignment",
+]
+
+
+# ----------------------------------------------------------------------------- sacrebleu
+
+
+def _check_pairs(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> None:
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} reference lists")
+    for i, r in enumerate(refs):
+        if isinstance(r, str):
+            raise ValueError(f"refs[{i}] is a string; give a list of references per hypothesis")
+        if len(r) == 0:
+            raise ValueError(f"hypothesis {i} has no reference")
+
+
+def _ref_streams(refs: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Per-hypothesis reference lists -> sacrebleu's reference streams.
+
+    sacrebleu wants ``max_refs`` streams, each with one entry per hypothesis; an input with
+    fewer references has ``None`` in the streams it lacks (sacrebleu drops those, and its
+    signature then says ``nrefs:var``).
+    """
+    k = max(len(r) for r in refs)
+    return [[r[i] if i < len(r) else None for r in refs] for i in range(k)]
+
+
+def _bleu_metric(max_order: int):
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize="13a", max_ngram_order=max_order)
+
+
+def _bleu(hyps, refs, max_order: int) -> tuple[float, str]:
+    _check_pairs(hyps, refs)
+    if not hyps:
+        return 0.0, ""
+    metric = _bleu_metric(max_order)
+    score = metric.corpus_score(list(hyps), _ref_streams(refs))
+    return float(score.score), str(metric.get_signature())
+
+
+def _chrf(hyps, refs) -> tuple[float, str]:
+    from sacrebleu.metrics import CHRF
+
+    _check_pairs(hyps, refs)
+    if not hyps:
+        return 0.0, ""
+    metric = CHRF()
+    score = metric.corpus_score(list(hyps), _ref_streams(refs))
+    return float(score.score), str(metric.get_signature())
+
+
+def bleu(hyps: list[str], refs: list[list[str]], max_order: int = 4) -> float:
+    """Corpus BLEU (0-100) with n-grams up to ``max_order``, sacrebleu tokenizer 13a.
+
+    The number of references may differ between hypotheses. Raises ValueError when the
+    lists differ in length or a hypothesis has no reference.
+    """
+    return _bleu(hyps, refs, max_order)[0]
+
+
+def chrf(hyps: list[str], refs: list[list[str]]) -> float:
+    """Corpus chrF (0-100), sacrebleu defaults (character 6-grams, beta 2)."""
+    return _chrf(hyps, refs)[0]
+
+
+# ----------------------------------------------------------------------------- CIDEr-D
+
+
+def _ngrams(sentence: str, n: int) -> Counter:
+    """All 1..n-grams of the lowercased whitespace tokens, with their counts."""
+    words = sentence.lower().split()
+    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+
+
+def cider_d(hyps: list[str], refs: list[list[str]], n: int = 4, sigma: float = 6.0) -> float:
+    """CIDEr-D as computed by coco-caption's ``pycocoevalcap/cider/cider_scorer.py``.
+
+    Per image: tf-idf vectors of 1..n-grams, with document frequencies counted over the
+    reference sets of this corpus and idf ``log(#images) - log(max(1, df))``; for each
+    reference and each n, the cosine of the hypothesis vector clipped by the reference
+    vector (``sum min(h, r) * r / (|h| |r|)``) times a Gaussian length penalty
+    ``exp(-delta^2 / (2 sigma^2))``; mean over n, mean over references, times 10.
+    The corpus score is the mean over images. Input is lowercased and split on whitespace
+    (coco-caption runs the PTB tokenizer first; tokenize beforehand to match it exactly).
+
+    As in the reference code, ``delta`` is the difference in the number of *bigrams*
+    (its ``if n == 1`` counts the n-gram index), i.e. the word-length difference except for
+    empty or one-word sentences. A corpus of one image scores 0 (every idf is log 1 = 0).
+    """
+    _check_pairs(hyps, refs)
+    if not hyps:
+        return 0.0
+    crefs = [[_ngrams(r, n) for r in rs] for rs in refs]
+    ctest = [_ngrams(h, n) for h in hyps]
+    df: Counter = Counter()
+    for rs in crefs:
+        df.update(set(g for r in rs for g in r))
+    log_images = math.log(len(crefs))
+
+    def to_vec(counts: Counter) -> tuple[list[dict], list[float], int]:
+        vec: list[dict] = [{} for _ in range(n)]
+        norm = [0.0] * n
+        length = 0
+        for gram, tf in counts.items():
+            k = len(gram) - 1
+            w = tf * (log_images - math.log(max(1.0, df[gram])))
+            vec[k][gram] = w
+            norm[k] += w * w
+            if k == 1:  # the reference code's length: the number of bigrams
+                length += tf
+        return vec, [math.sqrt(x) for x in norm], length
+
+    scores = []
+    for test, rs in zip(ctest, crefs):
+        vh, nh, lh = to_vec(test)
+        total = np.zeros(n)
+        for r in rs:
+            vr, nr, lr = to_vec(r)
+            penalty = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
+            for k in range(n):
+                val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vh[k].items())
+                if nh[k] != 0 and nr[k] != 0:
+                    val /= nh[k] * nr[k]
+                total[k] += val * penalty
+        scores.append(float(np.mean(total)) / len(rs) * 10.0)
+    return float(np.mean(scores))
+
+
+# ----------------------------------------------------------------------------- WER / CER
+
+
+def _edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance (substitution, insertion, deletion all cost 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def _single_refs(hyps: Sequence[str], refs: Sequence[Any]) -> list[str]:
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    out = []
+    for i, r in enumerate(refs):
+        if not isinstance(r, str):
+            if len(r) == 0:
+                raise ValueError(f"hypothesis {i} has no reference")
+            r = r[0]
+        out.append(r)
+    return out
+
+
+def _error_rate(pairs: Iterable[tuple[Sequence, Sequence]]) -> float:
+    errors = length = 0
+    for h, r in pairs:
+        errors += _edit_distance(h, r)
+        length += len(r)
+    if length == 0:
+        return 0.0 if errors == 0 else 100.0
+    return 100.0 * errors / length
+
+
+def wer(hyps: list[str], refs: list[str] | list[list[str]]) -> float:
+    """Corpus word error rate in percent: total word edit distance / total reference words.
+
+    ``refs`` holds one transcript per hypothesis (a list of references uses its first).
+    Words are whitespace tokens, compared as given (normalise case/punctuation beforehand).
+    """
+    rs = _single_refs(hyps, refs)
+    return _error_rate((h.split(), r.split()) for h, r in zip(hyps, rs))
+
+
+def cer(hyps: list[str], refs: list[str] | list[list[str]]) -> float:
+    """Corpus character error rate in percent; spaces count, runs of whitespace become one."""
+    rs = _single_refs(hyps, refs)
+    return _error_rate((" ".join(h.split()), " ".join(r.split())) for h, r in zip(hyps, rs))
+
+
+def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
+    """BLEU-1..4, chrF and CIDEr-D of a corpus, plus the sacrebleu signatures.
+
+    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d"}`` (floats, 0-100 for
+    BLEU/chrF, CIDEr-D on its own x10 scale) and ``{"bleu_signature", "chrf_signature"}``.
+    """
+    out: dict[str, Any] = {}
+    signature = ""
+    for k in range(1, 5):
+        out[f"bleu{k}"], signature = _bleu(hyps, refs, k)
+    out["chrf"], chrf_signature = _chrf(hyps, refs)
+    out["cider_d"] = cider_d(hyps, refs)
+    out["bleu_signature"] = signature
+    out["chrf_signature"] = chrf_signature
+    return out
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _as_numpy(alpha: Any) -> np.ndarray:
+    """A numpy float array from a numpy array, a nested list or a torch tensor."""
+    if hasattr(alpha, "detach"):  # a torch tensor, without importing torch
+        alpha = alpha.detach().float().cpu().numpy()
+    return np.asarray(alpha, dtype=np.float64)
+
+
+def _group_sum(index: Sequence[int], size: int) -> np.ndarray:
+    """(groups, size) 0/1 matrix with a 1 where ``index[n] == group``."""
+    index = np.asarray(index, dtype=np.int64)
+    if index.shape != (size,):
+        raise ValueError(f"{index.shape[0]} word indices for {size} pieces")
+    if size and index.min() < 0:
+        raise ValueError("word indices must be >= 0")
+    groups = int(index.max()) + 1 if size else 0
+    onehot = np.zeros((groups, size))
+    onehot[index, np.arange(size)] = 1.0
+    return onehot
+
+
+def word_attention(alpha: Any, tgt_words: Sequence[int],
+                   src_words: Sequence[int] | None = None) -> np.ndarray:
+    """Piece-level attention -> word-level attention.
+
+    alpha: (T, N) attention of T target pieces over N positions. ``tgt_words[t]`` is the
+    index of the target word piece t belongs to; the rows of one word's pieces are
+    averaged, so each word row still sums to 1. With ``src_words`` (N entries, the source
+    word of each position) the columns of one source word are summed.
+    Returns (T_words, N), or (T_words, N_words) with ``src_words``.
+    """
+    a = _as_numpy(alpha)
+    if a.ndim != 2:
+        raise ValueError(f"alpha must be (T, N), got shape {a.shape}")
+    rows = _group_sum(tgt_words, a.shape[0])  # (T_words, T)
+    counts = rows.sum(axis=1, keepdims=True)
+    out = rows @ a / np.maximum(counts, 1.0)  # (T_words, N)
+    if src_words is not None:
+        cols = _group_sum(src_words, a.shape[1])  # (N_words, N)
+        out = out @ cols.T  # (T_words, N_words)
+    return out
+
+
+def grounding(items: Iterable[tuple[Sequence[str], Any, Any, dict]]) -> dict[str, float]:
+    """How often the attention peak of a grounded word lies inside its referent.
+
+    items: ``(words, alpha_words, layout, regions)`` per output sentence; ``alpha_words``
+    is (T_words, N) with row t for ``words[t]``; ``regions`` maps a word to its regions
+    (``Example.meta["regions"]``). Every word that is a key of ``regions`` counts once; it
+    is a hit when ``layout.contains(argmax_n alpha_words[t], region)`` for one of them.
+    Columns beyond ``len(layout)`` (padding) are ignored.
+    Returns ``{"grounding": hits / total * 100, "grounding_n": total}`` (0.0 when total is 0).
+    """
+    hits = total = 0
+    for words, alpha_words, layout, regions in items:
+        a = _as_numpy(alpha_words)
+        if a.ndim != 2 or a.shape[0] < len(words):
+            raise ValueError(f"alpha_words of shape {a.shape} for {len(words)} words")
+        a = a[:, :len(layout)]
+        for t, w in enumerate(words):
+            if w not in regions:
+                continue
+            total += 1
+            n = int(np.argmax(a[t]))
+            hits += any(layout.contains(n, r) for r in regions[w])
+    return {"grounding": 100.0 * hits / total if total else 0.0, "grounding_n": total}
+
+
+def argmax_alignment(alpha_words: Any) -> set[tuple[int, int]]:
+    """``{(i, j)}``: for each target word j (row), the source word i (column) it attends most."""
+    a = _as_numpy(alpha_words)
+    if a.ndim != 2:
+        raise ValueError(f"alpha_words must be (T_words, N_words), got shape {a.shape}")
+    if a.shape[1] == 0:
+        return set()
+    return {(int(i), j) for j, i in enumerate(np.argmax(a, axis=1))}
+
+
+def alignment_error_rate(items: Iterable[tuple[Iterable, Iterable, Iterable]]) -> dict[str, float]:
+    """Corpus alignment error rate (Och & Ney 2003), precision and recall, in percent.
+
+    items: ``(predicted, sure, possible)`` sets of ``(i, j)`` pairs (source word i, target
+    word j; lists such as JSON's ``[i, j]`` are accepted). ``possible`` is taken as
+    S ∪ P. Counts are summed over the corpus:
+    AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|), precision = |A∩P| / |A|, recall = |A∩S| / |S|.
+    Returns ``{"aer", "align_precision", "align_recall"}`` (an empty side gives 0.0).
+    """
+    a_n = s_n = a_s = a_p = 0
+    for predicted, sure, possible in items:
+        a = {tuple(x) for x in predicted}
+        s = {tuple(x) for x in sure}
+        p = {tuple(x) for x in possible} | s
+        a_n += len(a)
+        s_n += len(s)
+        a_s += len(a & s)
+        a_p += len(a & p)
+    denom = a_n + s_n
+    return {
+        "aer": 100.0 * (1.0 - (a_s + a_p) / denom) if denom else 0.0,
+        "align_precision": 100.0 * a_p / a_n if a_n else 0.0,
+        "align_recall": 100.0 * a_s / s_n if s_n else 0.0,
+    }

@@ -1,0 +1,53 @@
+"""The one registry of modalities.
+
+Each modality is one module here that defines, with these exact names:
+
+``ReaderConfig``, ``EncoderConfig``, ``SplitConfig``
+    frozen dataclasses: the recipe sections ``input:``, ``encoder:`` and ``data.<split>:``.
+    Every field of ``ReaderConfig``/``EncoderConfig`` is a constructor argument of
+    ``Reader``/``Encoder`` (``build.py`` passes them as plain arguments).
+``Reader(**ReaderConfig)``
+    turns a source (a file path, or a line of text) into an item and items into a batch:
+    ``fit(examples)``, ``state() -> dict`` / ``load_state(dict)`` (JSON-able, saved with the
+    model), ``encoder_kwargs() -> dict`` (constructor arguments the encoder needs from the
+    data, e.g. a vocabulary size), ``load(source) -> item`` (raises ``MediaError``),
+    ``length(item) -> int`` (input length, for relative output limits and bucketing),
+    ``collate(items) -> dict[str, Tensor]``.
+``Encoder(**EncoderConfig, **reader.encoder_kwargs())``
+    an ``nn.Module`` with ``out_dim`` whose ``forward(batch) -> ContextSet``.
+``read_split(split: SplitConfig, root: Path) -> list[Example]``
+    reads one split of a corpus (relative paths resolve against ``root``).
+``synthesize(root: Path, train: int, valid: int, test: int, seed: int) -> None``
+    writes this modality's part of the synthetic corpus under ``root``.
+``SUFFIXES``
+    file suffixes that ``describe`` routes to this modality (empty for text).
+
+Adding a modality is one module and one line in ``_MODULES``. Modules are imported on
+first use so that ``mmdesc --help`` stays light.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from types import ModuleType
+
+_MODULES = {
+    "image": "mmdesc.modalities.image",
+    "text": "mmdesc.modalities.text",
+}
+
+
+class _Registry(Mapping[str, ModuleType]):
+    def __getitem__(self, name: str) -> ModuleType:
+        if name not in _MODULES:
+            raise KeyError(name)
+        return importlib.import_module(_MODULES[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+
+MODALITIES: Mapping[str, ModuleType] = _Registry()

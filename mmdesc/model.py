@@ -1,0 +1,37 @@
+"""Describer = a modality's encoder + the shared attention decoder."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmdesc.contexts import ContextSet
+from mmdesc.search import Hypothesis, decode, output_limits
+
+
+class Describer(nn.Module):
+    """Encodes a batch into a ContextSet and writes sentences with the decoder."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, batch: dict) -> ContextSet:
+        return self.encoder(batch)
+
+    def forward(self, batch: dict, inputs: Tensor) -> tuple[Tensor, Tensor, ContextSet]:
+        """Teacher forcing: inputs (B, T) = BOS + target[:-1] -> logits (B, T, V), alphas (B, T, N), ctx."""
+        ctx = self.encode(batch)
+        logits, alphas = self.decoder(ctx, inputs)
+        return logits, alphas, ctx
+
+    @torch.inference_mode()
+    def generate(self, batch: dict, *, beam: int = 5, n_best: int = 1, max_len: int = 50,
+                 max_len_a: float = 0.0, max_len_b: int = 0, min_len: int = 0,
+                 length_penalty: float = 1.0, bos: int = 1, eos: int = 2) -> tuple[list[list[Hypothesis]], list]:
+        """n-best hypotheses per input, best first, with their attention; and each input's layout."""
+        ctx = self.encode(batch)
+        limits = output_limits(ctx.lengths, max_len, max_len_a, max_len_b)
+        hyps = decode(self.decoder, ctx, beam=beam, n_best=n_best, max_lens=limits, min_len=min_len,
+                      length_penalty=length_penalty, bos=bos, eos=eos)
+        return hyps, ctx.layouts

@@ -1,0 +1,86 @@
+"""Greedy and batched beam search, written only against the decoder's step API.
+
+``decode(decoder, ctx, ...)`` returns, for every input, its n-best hypotheses (best
+first), each with the attention of every output step over the input's real positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmdesc.contexts import ContextSet
+from mmdesc.tokenize import PAD
+
+
+@dataclass
+class Hypothesis:
+    """tokens: output ids without BOS/EOS; score: length-normalised log-probability;
+    alpha: (len(tokens), N_real) attention of each output token over the real positions."""
+
+    tokens: list[int]
+    score: float
+    alpha: Tensor
+
+
+def length_norm(length: Tensor | float, alpha: float) -> Tensor | float:
+    """GNMT length penalty ((5 + |Y|) / 6) ** alpha; 1 when alpha = 0."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def output_limits(lengths: Tensor, max_len: int, max_len_a: float = 0.0, max_len_b: int = 0) -> Tensor:
+    """(B,) output length limits: ``max_len``, or ``min(max_len, a * input_length + b)`` when a > 0."""
+    limit = torch.full_like(lengths, max_len)
+    if max_len_a > 0:
+        limit = torch.minimum(limit, (lengths.float() * max_len_a + max_len_b).long().clamp(min=1))
+    return limit
+
+
+@torch.inference_mode()
+def decode(decoder, ctx: ContextSet, *, beam: int = 5, n_best: int = 1, max_lens: Tensor | int = 50,
+           min_len: int = 0, length_penalty: float = 0.0, bos: int = 1, eos: int = 2) -> list[list[Hypothesis]]:
+    """Greedy search when ``beam == 1 and n_best == 1``, batched beam search otherwise."""
+    from mmdesc.search.beam import beam_search
+    from mmdesc.search.greedy import greedy_search
+
+    if isinstance(max_lens, int):
+        max_lens = torch.full((ctx.vectors.shape[0],), max_lens, dtype=torch.long)
+    max_lens = max_lens.to(ctx.vectors.device)
+    if beam == 1 and n_best == 1:
+        return greedy_search(decoder, ctx, max_lens=max_lens, min_len=min_len,
+                             length_penalty=length_penalty, bos=bos, eos=eos)
+    return beam_search(decoder, ctx, beam=beam, n_best=n_best, max_lens=max_lens, min_len=min_len,
+                       length_penalty=length_penalty, bos=bos, eos=eos)
+
+
+def constrain(logprobs: Tensor, t: int, max_lens: Tensor, min_len: int, eos: int, bos: int) -> Tensor:
+    """Never emit padding or BOS; forbid EOS before ``min_len`` tokens; force it once an
+    input reaches its limit. logprobs (B, K, V) for the token at position t (0-based)."""
+    logprobs[:, :, PAD] = float("-inf")
+    logprobs[:, :, bos] = float("-inf")
+    if t < min_len:
+        logprobs[:, :, eos] = float("-inf")
+    at_limit = t >= max_lens  # (B,)
+    if at_limit.any():
+        eos_lp = logprobs[:, :, eos].clone()
+        logprobs[at_limit] = float("-inf")
+        logprobs[:, :, eos] = torch.where(at_limit[:, None], eos_lp, logprobs[:, :, eos])
+    return logprobs
+
+
+def to_hypotheses(tokens: Tensor, lengths: Tensor, scores: Tensor, alphas: Tensor, ctx_lengths: Tensor,
+                  n_best: int) -> list[list[Hypothesis]]:
+    """Finished buffers -> Python hypotheses, best first.
+
+    tokens (B, K, L) with EOS; lengths (B, K) including EOS; scores (B, K) normalised;
+    alphas (B, K, L, N)."""
+    order = scores.argsort(dim=1, descending=True)[:, :n_best]  # (B, n)
+    out = []
+    for b, (row, nb) in enumerate(zip(order.tolist(), ctx_lengths.tolist())):
+        hyps = []
+        for k in row:
+            n = int(lengths[b, k]) - 1  # drop EOS
+            hyps.append(Hypothesis(tokens[b, k, :n].tolist(), float(scores[b, k]), alphas[b, k, :n, :nb].float().cpu()))
+        out.append(hyps)
+    return out

@@ -1,0 +1,103 @@
+"""Attention over time (video clips, speech frames): one strip per word on a time axis."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mmdesc.viz import canvas as cv
+
+AXIS_W = 640  # width of the time axis, px
+BAND = 22     # height of one word's strip, px
+GAP = 6       # between strips, px
+TRACK = (244, 244, 244)
+
+
+def nice_step(span: float, target: int = 8) -> float:
+    """A tick spacing of 1, 2 or 5 x 10^k giving about ``target`` ticks over ``span``."""
+    if span <= 0:
+        return 1.0
+    raw = span / target
+    power = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * power >= raw:
+            return m * power
+    return 10 * power
+
+
+def _tick_label(t: float, step: float) -> str:
+    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    return f"{t:.{decimals}f}"
+
+
+def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path) -> Path:
+    """A strip per word over [0, duration]; each segment shaded by its attention.
+
+    Shading is normalised per word (the word's peak is darkest) and the peak segment is
+    framed. ``source`` (a media path) only names the picture. alpha: (T_words, N).
+    """
+    a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))  # (T_words, N)
+    spans = np.array(layout.spans, dtype=np.float64).reshape(-1, 2)  # (N, 2)
+    duration = float(layout.duration) if layout.duration > 0 else float(spans.max(initial=0.0))
+    duration = duration if duration > 0 else 1.0
+    label_font, small, title_font = cv.font(14), cv.font(11), cv.font(15, bold=True)
+    draw = cv.measure()
+
+    row_w = max([0] + [cv.text_size(draw, w, label_font)[0] for w in words]) + 10
+    width = 2 * cv.MARGIN + row_w + AXIS_W + 20
+    title = cv.wrap(" ".join(words), title_font, width - 2 * cv.MARGIN)
+    subtitle = f"{Path(source).name} \u2014 {duration:g} s, {len(layout)} segments, shade normalised per word"
+    sub_lines = cv.wrap(subtitle, small, width - 2 * cv.MARGIN)
+    head_h = (len(title) * cv.line_height(title_font) + len(sub_lines) * cv.line_height(small) + 10)
+    bands_h = len(words) * (BAND + GAP)
+    axis_h = 8 + cv.line_height(small) + 4 + cv.line_height(small)
+    height = 2 * cv.MARGIN + head_h + bands_h + axis_h
+
+    page = Image.new("RGB", (width, height), cv.PAPER)
+    draw = ImageDraw.Draw(page)
+    y = cv.MARGIN
+    for line in title:
+        cv.draw_text(draw, (cv.MARGIN, y), line, title_font)
+        y += cv.line_height(title_font)
+    for line in sub_lines:
+        cv.draw_text(draw, (cv.MARGIN, y), line, small, fill=cv.MUTED)
+        y += cv.line_height(small)
+
+    x0, top = cv.MARGIN + row_w, cv.MARGIN + head_h
+    px = AXIS_W / duration  # pixels per second
+
+    def xpos(t: float) -> float:
+        return x0 + min(max(t, 0.0), duration) * px
+
+    step = nice_step(duration)
+    ticks = [k * step for k in range(int(math.floor(duration / step + 1e-9)) + 1)]
+    for t in ticks:  # light vertical guides behind the strips
+        draw.line((xpos(t), top - 2, xpos(t), top + bands_h - GAP + 2), fill=(225, 225, 225))
+
+    for r, word in enumerate(words):
+        y0 = top + r * (BAND + GAP)
+        y1 = y0 + BAND - 1
+        draw.rectangle((x0, y0, x0 + AXIS_W, y1), fill=TRACK)
+        row = a[r]
+        peak = float(row.max()) if row.size else 0.0
+        shades = cv.colormap(row / peak if peak > 0 else row, "blues")
+        for (s, e), colour in zip(spans, shades):
+            draw.rectangle((xpos(s), y0, max(xpos(e) - 1, xpos(s)), y1), fill=colour)
+        draw.rectangle((x0, y0, x0 + AXIS_W, y1), outline=cv.RULE)
+        if row.size:
+            s, e = spans[int(np.argmax(row))]
+            draw.rectangle((xpos(s) - 1, y0 - 1, max(xpos(e), xpos(s) + 1), y1 + 1),
+                           outline=cv.ACCENT, width=2)
+        cv.draw_text(draw, (x0 - 8, (y0 + y1) / 2), word, label_font, anchor="rm")
+
+    ya = top + bands_h
+    draw.line((x0, ya, x0 + AXIS_W, ya), fill=cv.INK)
+    for t in ticks:
+        draw.line((xpos(t), ya, xpos(t), ya + 5), fill=cv.INK)
+        cv.draw_text(draw, (xpos(t), ya + 7), _tick_label(t, step), small, fill=cv.MUTED, anchor="ma")
+    cv.draw_text(draw, (x0 + AXIS_W, ya + 9 + cv.line_height(small)), "time (s)", small,
+                 fill=cv.MUTED, anchor="ra")
+    return cv.save_png(page, out_path)

@@ -1,0 +1,175 @@
+"""Properties of the synthetic corpus: determinism, grammar coverage, ground truth."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from mmdesc.corpora import synth
+from mmdesc.corpora.parallel import read_parallel
+
+
+def scenes(n: int, seed: int = 5, size: int | tuple[int, int] = 64) -> list[synth.Scene]:
+    rng = random.Random(seed)
+    return [synth.sample_scene(rng, size) for _ in range(n)]
+
+
+def test_same_seed_same_scenes_and_captions():
+    a, b = scenes(40), scenes(40)
+    assert a == b
+    assert [synth.captions(s) for s in a] == [synth.captions(s) for s in b]
+    assert scenes(40, seed=6) != a
+
+
+def test_scene_objects_lie_inside_the_canvas_and_apart():
+    for size in (64, 47, (96, 40)):
+        for s in scenes(150, size=size):
+            assert 1 <= len(s.objects) <= 3
+            assert len({(o.shape, o.colour) for o in s.objects}) == len(s.objects)
+            for o in s.objects:
+                x0, y0, x1, y1 = o.box
+                assert 0 <= x0 < x1 <= s.width and 0 <= y0 < y1 <= s.height
+            for i, a in enumerate(s.objects):
+                for b in s.objects[i + 1:]:
+                    x_overlap = a.box[0] < b.box[2] and b.box[0] < a.box[2]
+                    assert not (x_overlap and a.box[1] < b.box[3] and b.box[1] < a.box[3])
+
+
+def test_object_sizes_scale_with_the_canvas():
+    for size, scale in ((64, 1.0), (128, 2.0)):
+        for s in scenes(60, size=size):
+            for o in s.objects:
+                lo, hi = synth.ACROSS[o.size]
+                assert lo * scale <= o.across <= hi * scale
+
+
+def test_captions_are_plain_and_the_first_follows_the_scene():
+    for s in scenes(200):
+        caps = synth.captions(s)
+        assert 3 <= len(caps) <= 5 and len(set(caps)) == len(caps)
+        for c in caps:
+            assert c == c.lower() and c == " ".join(c.split()) and c.replace(" ", "").isalpha()
+        objs, first = s.objects, caps[0]
+        assert first.startswith(objs[0].phrase())
+        if len(objs) == 2:
+            a, b = objs
+            if abs(a.cx - b.cx) >= abs(a.cy - b.cy):
+                assert a.cx < b.cx and first == f"{a.phrase()} to the left of {b.phrase()}"
+            else:
+                assert a.cy < b.cy and first == f"{a.phrase()} above {b.phrase()}"
+        if len(objs) == 3:
+            assert [o.cx for o in objs] == sorted(o.cx for o in objs)
+            assert first == f"{objs[0].phrase()} to the left of {objs[1].phrase()} and {objs[2].phrase()}"
+
+
+def test_every_caption_translates_with_a_consistent_alignment():
+    for s in scenes(250, seed=11):
+        for c in synth.captions(s):
+            fr, al = synth.translate_fr(c)
+            n_en, n_fr = len(c.split()), len(fr.split())
+            sure, possible = {tuple(p) for p in al["sure"]}, {tuple(p) for p in al["possible"]}
+            assert sure <= possible
+            assert all(0 <= i < n_en and 0 <= j < n_fr for i, j in possible)
+            assert {j for _, j in possible} == set(range(n_fr))
+            assert {i for i, _ in possible} == set(range(n_en))
+            unsure_en = {w for k, w in enumerate(c.split()) if k not in {i for i, _ in sure}}
+            unsure_fr = {w for k, w in enumerate(fr.split()) if k not in {j for _, j in sure}}
+            assert unsure_en <= {"the"} and unsure_fr <= {"il"}
+
+
+@pytest.mark.parametrize("en, fr", [
+    ("a small red circle to the left of a large blue square",
+     "un petit cercle rouge à gauche d'un grand carré bleu"),
+    ("a small green star", "une petite étoile verte"),
+    ("a large purple cross above a small blue circle",
+     "une grande croix violette au-dessus d'un petit cercle bleu"),
+    ("a small blue square to the right of a large yellow star",
+     "un petit carré bleu à droite d'une grande étoile jaune"),
+    ("a large orange triangle below a small purple cross",
+     "un grand triangle orange en dessous d'une petite croix violette"),
+    ("there is a blue star and a green cross", "il y a une étoile bleue et une croix verte"),
+    ("a red star to the left of a purple square and a large green circle",
+     "une étoile rouge à gauche d'un carré violet et un grand cercle vert"),
+])
+def test_french_reorders_and_agrees(en, fr):
+    assert synth.translate_fr(en)[0] == fr
+
+
+def test_relation_alignment():
+    en = "a small red circle to the left of a large blue square".split()
+    fr_text, al = synth.translate_fr(" ".join(en))
+    fr = fr_text.split()
+    sure = {(en[i], fr[j]) for i, j in al["sure"]}
+    possible = {(en[i], fr[j]) for i, j in al["possible"]}
+    assert {("to", "à"), ("left", "gauche"), ("of", "d'un"), ("a", "d'un"), ("red", "rouge")} <= sure
+    assert ("the", "à") in possible - sure
+
+
+@pytest.mark.parametrize("bad", ["", "a big red circle", "the red circle", "a red circle to the left",
+                                 "there is", "a red circle and", "a red red circle", "a red circle a blue star"])
+def test_translate_rejects_what_it_cannot_parse(bad):
+    with pytest.raises(ValueError):
+        synth.translate_fr(bad)
+
+
+def test_pharaoh_marks_possible_only_links():
+    assert synth.pharaoh({"sure": [[1, 0]], "possible": [[0, 0], [1, 0]]}) == "0?0 1-0"
+
+
+def test_render_size_and_colour_at_the_centre():
+    rng = random.Random(2)
+    for s in scenes(60, size=(72, 56)):
+        img = synth.render(s, rng)
+        assert img.size == (72, 56) and img.mode == "RGB"
+        for o in s.objects:
+            if o.shape in ("circle", "square") and o.size == "large":
+                px = img.getpixel((int(o.cx), int(o.cy)))
+                assert max(abs(a - b) for a, b in zip(px, synth.COLOUR_RGB[o.colour])) < 70
+
+
+def test_image_corpus_is_deterministic_and_complete(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    seen = []
+    synth.write_image_corpus(a, 5, 3, 2, seed=9, size=40, progress=lambda d, t: seen.append((d, t)))
+    synth.write_image_corpus(b, 5, 3, 2, seed=9, size=40)
+    synth.write_image_corpus(c, 5, 3, 2, seed=10, size=40)
+    assert seen[-1] == (10, 10)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 10 + 3 + 1
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert (a / "images/train_000000.png").read_bytes() != (c / "images/train_000000.png").read_bytes()
+    doc = json.loads((a / "captions_valid.json").read_text())
+    assert [im["file_name"] for im in doc["images"]] == [f"valid_00000{k}.png" for k in range(3)]
+    assert synth.is_complete(a, "image") and not synth.is_complete(a, "text")
+
+
+def test_interrupted_generation_is_not_complete(tmp_path):
+    synth.write_image_corpus(tmp_path, 2, 1, 1, seed=1)
+
+    def stop(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synth.write_image_corpus(tmp_path, 4, 1, 1, seed=1, progress=stop)
+    assert not synth.is_complete(tmp_path, "image")
+    with pytest.raises(ValueError, match="image, text"):
+        synth.is_complete(tmp_path, "video")
+
+
+def test_text_corpus_lines_and_scenes(tmp_path):
+    synth.write_text_corpus(tmp_path / "t", 6, 4, 3, seed=4, size=32)
+    synth.write_image_corpus(tmp_path / "i", 6, 4, 3, seed=4, size=32)
+    assert synth.is_complete(tmp_path / "t", "text")
+    train = read_parallel(tmp_path / "t/train.en", tmp_path / "t/train.fr", align=tmp_path / "t/train.align")
+    train_scenes = [synth.sample_scene(r, 32) for r in [random.Random("4:train")] for _ in range(6)]
+    assert [e.source for e in train] == [c for s in train_scenes for c in synth.captions(s)]
+    assert all(synth.translate_fr(e.source)[0] == e.references[0] for e in train)
+    assert all(e.meta["alignment"] == synth.translate_fr(e.source)[1] for e in train)
+    test = read_parallel(tmp_path / "t/test.en", tmp_path / "t/test.fr")
+    doc = json.loads((tmp_path / "i/captions_test.json").read_text())
+    firsts = {}
+    for ann in doc["annotations"]:
+        firsts.setdefault(ann["image_id"], ann["caption"])
+    assert [e.source for e in test] == [firsts[k] for k in range(3)]  # same seed, same scenes

@@ -1,0 +1,262 @@
+"""Recipes: YAML + overrides -> typed frozen dataclasses, every problem reported at once."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+from mmdesc.config import (DecoderConfig, Recipe, SynthConfig, load_recipe, parse_dataclass,
+                           recipe_from_dict, recipe_to_dict)
+from mmdesc.errors import ConfigError
+
+
+# Tiny stand-ins for modality modules: the registry is injected, so these tests do not
+# depend on mmdesc/modalities/image.py or text.py.
+@dataclass(frozen=True)
+class FakeImageReader:
+    size: tuple[int, int] = (5, 7)
+    mean: tuple[float, ...] = (0.5, 0.25, 0.125)
+
+
+@dataclass(frozen=True)
+class FakeImageEncoder:
+    backbone: str = "simple"
+    weights: str | None = None
+    channels: list[int] = field(default_factory=lambda: [3, 11])
+
+
+@dataclass(frozen=True)
+class FakeImageSplit:
+    captions: str
+    images: str = "images"
+
+
+@dataclass(frozen=True)
+class FakeTextReader:
+    lowercase: bool = False
+
+
+@dataclass(frozen=True)
+class FakeTextEncoder:
+    layers: int = 1
+
+    def problems(self) -> list[str]:
+        return [] if self.layers >= 1 else [f"layers: must be > 0, got {self.layers}"]
+
+
+@dataclass(frozen=True)
+class FakeTextSplit:
+    src: str
+    tgt: str
+
+
+FAKES = {
+    "image": SimpleNamespace(ReaderConfig=FakeImageReader, EncoderConfig=FakeImageEncoder,
+                             SplitConfig=FakeImageSplit),
+    "text": SimpleNamespace(ReaderConfig=FakeTextReader, EncoderConfig=FakeTextEncoder,
+                            SplitConfig=FakeTextSplit),
+}
+
+GOOD = """\
+modality: image
+name: tiny
+data:
+  root: data/tiny
+  synth: {train: 20, valid: 5}
+  train: {captions: train.json}
+  valid: {captions: valid.json, images: val_images}
+input:
+  size: [9, 13]
+decoder:
+  hidden: 7
+  emb: 5
+  out: 5
+  tied: true
+train:
+  lr: 1e-3          # PyYAML reads this as a string; it must still be a number
+  max_steps: 20
+"""
+
+
+def write(tmp_path, text: str, name: str = "recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(tmp_path, text: str = GOOD, overrides=()) -> Recipe:
+    return load_recipe(write(tmp_path, text), overrides, modalities=FAKES)
+
+
+def problems(tmp_path, text: str = GOOD, overrides=()) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, overrides)
+    return info.value.problems
+
+
+def test_good_recipe_loads_with_modality_types_and_defaults(tmp_path):
+    r = load(tmp_path)
+    assert r.modality == "image" and r.name == "tiny"
+    assert r.data.train == FakeImageSplit(captions="train.json")
+    assert r.data.valid.images == "val_images"
+    assert r.data.test is None
+    assert r.data.synth == SynthConfig(train=20, valid=5)
+    assert r.input == FakeImageReader(size=(9, 13))
+    assert r.encoder == FakeImageEncoder()  # absent section: the modality's defaults
+    assert r.decoder == DecoderConfig(hidden=7, emb=5, out=5, tied=True)
+    assert r.train.lr == 1e-3 and isinstance(r.train.lr, float)
+    assert r.search.beam == 5 and r.out == "runs/default"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.decoder.hidden = 3
+
+
+def test_overrides_change_values_and_types(tmp_path):
+    r = load(tmp_path, overrides=["decoder.hidden=11", "train.lr=3e-4", "train.amp=true",
+                                  "data.test={captions: test.json}", "data.synth=null",
+                                  "search.max_len_a=1", "input.mean=[1, 2]", "name=123abc",
+                                  "encoder.weights=/tmp/w.safetensors", "seed=7"])
+    assert r.decoder.hidden == 11
+    assert r.train.lr == 3e-4 and r.train.amp is True
+    assert r.data.test == FakeImageSplit(captions="test.json")
+    assert r.data.synth is None
+    assert r.search.max_len_a == 1.0 and isinstance(r.search.max_len_a, float)
+    assert r.input.mean == (1.0, 2.0)
+    assert r.name == "123abc" and r.encoder.weights == "/tmp/w.safetensors" and r.seed == 7
+
+
+def test_override_can_open_a_section_the_file_leaves_out(tmp_path):
+    r = load(tmp_path, overrides=["search.beam=3", "search.n_best=3", "tokenizer.kind=word"])
+    assert (r.search.beam, r.search.n_best, r.tokenizer.kind) == (3, 3, "word")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("decoder.hiden=5", "decoder.hiden: unknown key — did you mean 'hidden'?"),
+    ("data.synth.trian=5", "data.synth.trian: unknown key — did you mean 'train'?"),
+    ("data.train.captoins=x", "data.train.captoins: unknown key — did you mean 'captions'?"),
+    ("input.szie=[1, 2]", "input.szie: unknown key — did you mean 'size'?"),
+    ("decodr.hidden=5", "decodr: unknown key — did you mean 'decoder'?"),
+])
+def test_misspelled_key_at_any_depth(tmp_path, override, expected):
+    assert problems(tmp_path, overrides=[override]) == [expected]
+
+
+def test_misspelled_key_in_yaml_matches_override_message(tmp_path):
+    text = GOOD.replace("  hidden: 7", "  hiden: 7")
+    assert problems(tmp_path, text) == ["decoder.hiden: unknown key — did you mean 'hidden'?"]
+
+
+def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
+    [msg] = problems(tmp_path, overrides=["tokenizer.zzz=1"])
+    assert msg == "tokenizer.zzz: unknown key — valid keys: kind, model_type, vocab_size"
+
+
+def test_all_errors_reported_together(tmp_path):
+    found = problems(tmp_path, overrides=["decoder.hiden=5", "decoder.attention=luong2",
+                                          "train.lr=fast", "search.beam=2.5", "train.amp=1",
+                                          "data.valid.captions=null"])
+    assert found == [
+        "data.valid.captions: expected a string, got null",
+        "decoder.hiden: unknown key — did you mean 'hidden'?",
+        "decoder.attention: 'luong2' is not one of {mlp, dot}",
+        "search.beam: expected an integer, got 2.5",
+        "train.lr: expected a number, got 'fast'",
+        "train.amp: expected true or false, got 1",
+    ]
+
+
+def test_unknown_modality_still_checks_the_shared_sections(tmp_path):
+    found = problems(tmp_path, GOOD.replace("modality: image", "modality: imgae"),
+                     overrides=["decoder.cell=rnn"])
+    assert found == ["modality: 'imgae' is not one of {image, text} — did you mean 'image'?",
+                     "decoder.cell: 'rnn' is not one of {gru, lstm}"]
+
+
+def test_unknown_modality_against_the_real_registry():
+    with pytest.raises(ConfigError) as info:
+        recipe_from_dict({"modality": "imgae", "data": {}})  # lists keys, imports no module
+    assert info.value.problems == ["modality: 'imgae' is not one of {image, text} — did you mean 'image'?"]
+
+
+def test_missing_required_keys(tmp_path):
+    found = problems(tmp_path, "modality: text\ndata:\n  train: {src: a.txt}\n")
+    assert found == ["data.train: missing required key 'tgt'", "data: missing required key 'valid'"]
+    assert problems(tmp_path, "name: x\n") == ["recipe: missing required key 'modality'",
+                                              "recipe: missing required key 'data'"]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("decoder.dropout=1.0", "decoder.dropout: must be in [0, 1), got 1.0"),
+    ("decoder.emb=6", "decoder.tied: needs out == emb, got out=5, emb=6"),
+    ("search.n_best=6", "search.n_best: must be <= beam (5), got 6"),
+    ("search.beam=0", "search.beam: must be > 0, got 0"),
+    ("train.max_steps=-1", "train.max_steps: must be > 0, got -1"),
+    ("data.synth.train=0", "data.synth.train: must be > 0, got 0"),
+])
+def test_sanity_checks(tmp_path, override, expected):
+    assert expected in problems(tmp_path, overrides=[override])
+
+
+def test_modality_sections_run_their_own_checks(tmp_path):
+    text = "modality: text\ndata: {train: {src: a, tgt: b}, valid: {src: c, tgt: d}}\n"
+    assert load(tmp_path, text).encoder == FakeTextEncoder()
+    assert problems(tmp_path, text, ["encoder.layers=0"]) == ["encoder.layers: must be > 0, got 0"]
+
+
+def test_wrong_shapes(tmp_path):
+    found = problems(tmp_path, overrides=["decoder=5", "input.size=[1, 2, 3]", "input.mean=[0.5, x]",
+                                          "encoder.channels=3"])
+    assert found == ["input.size: expected 2 items, got 3", "input.mean[1]: expected a number, got 'x'",
+                     "encoder.channels: expected a list, got 3", "decoder: expected a mapping, got 5"]
+
+
+def test_int_accepts_whole_floats_but_not_bools(tmp_path):
+    assert load(tmp_path, overrides=["train.max_steps=1e4"]).train.max_steps == 10000
+    assert problems(tmp_path, overrides=["train.max_steps=true"]) == [
+        "train.max_steps: expected an integer, got true"]
+
+
+def test_bad_override_syntax(tmp_path):
+    assert problems(tmp_path, overrides=["decoder.hidden"]) == [
+        "override 'decoder.hidden': expected key.path=value"]
+    assert problems(tmp_path, overrides=["name.x=1"]) == [
+        "name: is 'tiny', not a section (override 'name.x=1')"]
+
+
+def test_round_trip_through_plain_data(tmp_path):
+    r = load(tmp_path, overrides=["data.test={captions: t.json}", "encoder.weights=w"])
+    d = recipe_to_dict(r)
+    assert json.loads(json.dumps(d)) == d
+    assert d["input"]["size"] == [9, 13]
+    assert recipe_from_dict(json.loads(json.dumps(d)), modalities=FAKES) == r
+
+
+def test_file_problems_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read recipe"):
+        load_recipe(tmp_path / "missing.yaml", modalities=FAKES)
+    with pytest.raises(ConfigError, match="line 3"):
+        load(tmp_path, "modality: image\nname: x\n  indented: wrong\n")
+    with pytest.raises(ConfigError, match="top level"):
+        load(tmp_path, "- a list\n- not a mapping\n")
+
+
+def test_python_tags_are_rejected(tmp_path):
+    text = "modality: image\nname: !!python/object/apply:os.system ['echo pwned']\n"
+    with pytest.raises(ConfigError, match="line 2.*python/object"):
+        load(tmp_path, text)
+
+
+def test_parse_dataclass_collects_into_caller_list():
+    errors: list[str] = []
+    assert parse_dataclass(DecoderConfig, {"cell": "lstm", "emb": "x"}, "dec", errors) is None
+    assert errors == ["dec.emb: expected an integer, got 'x'"]
+
+
+def test_config_does_not_import_torch():
+    code = "import sys, mmdesc.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,172 @@
+"""mmdesc.metrics: text scores against known values and properties; attention scores."""
+import math
+
+import numpy as np
+import pytest
+
+from mmdesc import metrics as m
+from mmdesc.contexts import GridLayout, TimeLayout
+
+
+# ------------------------------------------------------------------- BLEU / chrF
+
+def test_bleu_identical_is_100():
+    hyps = ["a red circle left of a blue square", "two green stars"]
+    assert m.bleu(hyps, [[h] for h in hyps]) == pytest.approx(100.0)
+    assert m.chrf(hyps, [[h] for h in hyps]) == pytest.approx(100.0)
+
+
+def test_bleu_variable_reference_counts():
+    import sacrebleu
+
+    hyps = ["a red circle left of a blue square", "a big green star"]
+    refs = [["a red circle next to a blue square", "a red circle left of a blue square", "a circle"],
+            ["a large green star"]]
+    score = m.bleu(hyps, refs)
+    padded = [[refs[0][k], refs[1][k] if k < 1 else None] for k in range(3)]
+    assert score == pytest.approx(sacrebleu.corpus_bleu(hyps, padded, tokenize="13a").score)
+    # one more matching reference can only help
+    assert score >= m.bleu(hyps, [[refs[0][0]], refs[1]])
+    scores = m.corpus_scores(hyps, refs)
+    assert "nrefs:var" in scores["bleu_signature"] and "tok:13a" in scores["bleu_signature"]
+    assert "nrefs:var" in scores["chrf_signature"]
+
+
+def test_bleu_orders_decrease_for_partial_match():
+    hyps, refs = ["the cat sat on a mat today"], [["the cat sat on the mat"]]
+    scores = m.corpus_scores(hyps, refs)
+    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d",
+                           "bleu_signature", "chrf_signature"}
+    assert scores["bleu1"] >= scores["bleu2"] >= scores["bleu3"] >= scores["bleu4"] > 0
+    assert scores["bleu4"] == pytest.approx(m.bleu(hyps, refs))
+
+
+def test_bad_shapes_are_value_errors():
+    with pytest.raises(ValueError):
+        m.bleu(["a"], [["a"], ["b"]])
+    with pytest.raises(ValueError):
+        m.bleu(["a"], [[]])
+    with pytest.raises(ValueError):
+        m.cider_d(["a"], ["a"])  # a string, not a list of references
+
+
+# ------------------------------------------------------------------- CIDEr-D
+
+def test_cider_d_hand_computed_two_images():
+    # idf of every n-gram: log 2 - log 1. Image 1 matches on 1- and 2-grams (3-, 4-grams: no
+    # vector, 0) -> (1 + 1 + 0 + 0) / 4 * 10 = 5. Image 2: unigram cosine 1/sqrt(2), one
+    # bigram fewer -> penalty exp(-1 / 72).
+    got = m.cider_d(["a b", "c"], [["a b"], ["c d"]])
+    want = (5.0 + 2.5 * math.exp(-1 / 72) / math.sqrt(2)) / 2
+    assert got == pytest.approx(want)
+
+
+def test_cider_d_hand_computed_unseen_ngram_and_empty_hypothesis():
+    # 3 images; df(a) = 2. Hypothesis 1 "a x": x and (a, x) appear in no reference and get
+    # the full idf log 3 but no overlap; only "a" counts in the unigram cosine.
+    got = m.cider_d(["a x", "d", ""], [["a b"], ["a c"], ["d"]])
+    ia, i3 = math.log(3) - math.log(2), math.log(3)
+    uni = ia * ia / (ia * ia + i3 * i3)
+    assert got == pytest.approx(uni / 4 * 10 / 3)
+
+
+def test_cider_d_prefers_the_right_caption_and_lowercases():
+    refs = [["a red circle", "the red circle"], ["a blue square", "one blue square"],
+            ["a green star", "a small green star"]]
+    right = ["A red circle", "a blue square", "a green star"]
+    wrong = ["a green star", "a red circle", "a blue square"]
+    assert m.cider_d(right, refs) > m.cider_d(wrong, refs) >= 0
+    assert m.cider_d(right, refs) > 0
+    assert m.cider_d(["a red circle"], [["a red circle"]]) == 0.0  # one image: every idf is 0
+
+
+# ------------------------------------------------------------------- WER / CER
+
+def test_wer_cer_known_edits():
+    assert m.wer(["a b c"], ["a x c d"]) == pytest.approx(50.0)  # 1 substitution, 1 deletion
+    assert m.wer(["a b c", "d"], [["a b c"], ["e f"]]) == pytest.approx(100.0 * 2 / 5)
+    assert m.cer(["abc"], ["abd"]) == pytest.approx(100.0 / 3)
+    assert m.cer(["a  b"], ["a b"]) == 0.0
+    assert m.wer([""], ["one two"]) == pytest.approx(100.0)
+
+
+# ------------------------------------------------------------------- attention
+
+def test_word_attention_averages_pieces_and_sums_source_words():
+    rng = np.random.default_rng(0)
+    alpha = rng.random((5, 7))
+    alpha /= alpha.sum(1, keepdims=True)
+    tgt = [0, 0, 1, 2, 2]
+    src = [0, 0, 1, 1, 1, 2, 3]
+    words = m.word_attention(alpha, tgt)
+    assert words.shape == (3, 7)
+    np.testing.assert_allclose(words[0], (alpha[0] + alpha[1]) / 2)
+    np.testing.assert_allclose(words.sum(1), 1.0)
+    both = m.word_attention(alpha, tgt, src)
+    assert both.shape == (3, 4)
+    np.testing.assert_allclose(both[:, 1], words[:, 2:5].sum(1))
+    np.testing.assert_allclose(both.sum(1), 1.0)
+    with pytest.raises(ValueError):
+        m.word_attention(alpha, [0, 1])
+
+
+def test_word_attention_accepts_torch():
+    torch = pytest.importorskip("torch")
+    alpha = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    np.testing.assert_allclose(m.word_attention(alpha, [0, 0]), [[0.375, 0.625]])
+
+
+def test_grounding_hit_and_miss_on_a_grid():
+    layout = GridLayout.regular((2, 2), (64, 64))  # cell centres (16,16) (48,16) (16,48) (48,48)
+    regions = {"circle": [[0, 0, 32, 32]], "square": [[32, 32, 64, 64], [40, 0, 64, 20]]}
+    words = ["a", "circle", "and", "square", "circle"]
+    alpha = np.array([
+        [0.25, 0.25, 0.25, 0.25],
+        [0.7, 0.1, 0.1, 0.1],   # circle -> cell 0: hit
+        [0.1, 0.1, 0.1, 0.7],
+        [0.1, 0.1, 0.7, 0.1],   # square -> cell 2: miss
+        [0.1, 0.1, 0.1, 0.7],   # circle -> cell 3: miss
+    ])
+    out = m.grounding([(words, alpha, layout, regions)])
+    assert out == {"grounding": pytest.approx(100 / 3), "grounding_n": 3}
+    alpha[3] = [0.1, 0.7, 0.1, 0.1]  # cell 1's centre (48, 16) lies in the second square box
+    assert m.grounding([(words, alpha, layout, regions)])["grounding"] == pytest.approx(200 / 3)
+    assert m.grounding([]) == {"grounding": 0.0, "grounding_n": 0}
+
+
+def test_grounding_on_time_segments_ignores_padding_columns():
+    layout = TimeLayout(spans=((0.0, 1.0), (1.0, 2.0), (2.0, 3.0)), duration=3.0)
+    alpha = np.array([[0.1, 0.8, 0.1, 0.0], [0.0, 0.0, 0.1, 0.9]])  # last column: padding
+    out = m.grounding([(["red", "star"], alpha, layout, {"red": [[1.0, 2.0]], "star": [[2.0, 3.0]]})])
+    assert out == {"grounding": 100.0, "grounding_n": 2}
+
+
+def test_alignment_error_rate():
+    sure = {(0, 0), (1, 1)}
+    possible = {(2, 1)}  # not a superset of sure: it is treated as sure | possible
+    perfect = m.alignment_error_rate([(sure, sure, possible)])
+    assert perfect == {"aer": 0.0, "align_precision": 100.0, "align_recall": 100.0}
+    predicted = {(0, 0), (1, 2), (2, 1)}
+    # |A∩S| = 1, |A∩P| = 2, |A| + |S| = 5 -> AER = 1 - 3/5
+    out = m.alignment_error_rate([(predicted, sure, possible), (set(), set(), set())])
+    assert out["aer"] == pytest.approx(40.0)
+    assert out["align_precision"] == pytest.approx(200 / 3)
+    assert out["align_recall"] == pytest.approx(50.0)
+    # JSON-style lists work too
+    lists = m.alignment_error_rate([([[0, 0], [1, 2], [2, 1]], [[0, 0], [1, 1]], [[2, 1]])])
+    assert lists == out
+
+
+def test_argmax_alignment_is_perfect_for_a_diagonal():
+    alpha = np.eye(3)[[2, 0, 1]] * 0.8 + 0.05  # target word j attends source word perm[j]
+    pred = m.argmax_alignment(alpha)
+    assert pred == {(2, 0), (0, 1), (1, 2)}
+    assert m.alignment_error_rate([(pred, pred, set())])["aer"] == 0.0
+
+
+def test_metrics_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, mmdesc.metrics; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
