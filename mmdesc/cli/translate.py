@@ -75,7 +75,9 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
         for i, line in enumerate(batch):
             d = out.get(i, [])
             if as_json:
-                click.echo(json.dumps({"source": line, "hypotheses": hypotheses_json(d)}))
+                tokens = list(d[0].layout.tokens) if d else []
+                click.echo(json.dumps({"source": line, "source_tokens": tokens, "hypotheses": hypotheses_json(d)},
+                                      ensure_ascii=False))
             elif s.n_best > 1:
                 click.echo("\n".join(f"{n + i + 1}\t{h.score:.3f}\t{h.text}" for h in d) or f"{n + i + 1}\t\t")
             else:

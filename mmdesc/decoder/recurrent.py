@@ -176,8 +176,9 @@ class Decoder(nn.Module):
 
 
 def doubly_stochastic_penalty(alphas: Tensor, target_mask: Tensor, ctx_mask: Tensor) -> Tensor:
-    """Show-Attend-Tell's sum_n (1 - sum_t alpha_tn)^2, averaged over the batch.
+    """Show-Attend-Tell's (1 - sum_t alpha_tn)^2, averaged over the real positions n and the batch.
 
     alphas (B, T, N); target_mask (B, T) real output steps; ctx_mask (B, N) real positions."""
     total = (alphas * target_mask.unsqueeze(-1)).sum(1)  # (B, T, N) -> (B, N)
-    return (((1.0 - total) ** 2) * ctx_mask).sum(1).mean()
+    per_input = (((1.0 - total) ** 2) * ctx_mask).sum(1) / ctx_mask.sum(1).clamp(min=1)  # (B,)
+    return per_input.mean()

@@ -149,15 +149,13 @@ class Reader:
             if w0 * h0 > self.max_pixels:
                 raise MediaError(path, f"image of {w0}×{h0} pixels exceeds max_pixels={self.max_pixels}")
             try:
-                swap = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation turns 90°
                 img.draft(None, (s, s))  # JPEG: decode at a reduced scale, never below s x s
                 w1, h1 = img.size
                 img.load()  # truncated or corrupt data fails here, not later
                 img = ImageOps.exif_transpose(img)
+                swap = img.size != (w1, h1)  # the EXIF orientation turned it by 90 degrees
                 rgb = _to_rgb(img)
                 canvas, (fx0, fy0, fx1, fy1) = self._fit(rgb)
-            except MediaError:
-                raise
             except Exception as e:  # noqa: BLE001
                 raise MediaError(path, f"truncated or corrupt image ({_short(e)})") from None
 

@@ -75,6 +75,10 @@ def test_exif_orientation_is_applied(tmp_path):
     item = Reader(size=S).load(tmp_path / "turned.jpg")
     assert item["size"] == (20, 40)
     assert item["frame"] == pytest.approx((0, 0, 20, 40))
+    _noise(800, 400).save(tmp_path / "turned_big.jpg", exif=exif)  # decoded at reduced scale too
+    item = Reader(size=S, resize="crop").load(tmp_path / "turned_big.jpg")
+    assert item["size"] == (400, 800)
+    assert item["frame"] == pytest.approx((0, 200, 400, 600))
 
 
 def _stripes(tmp_path, w: int, h: int):

@@ -1,0 +1,96 @@
+"""The CLI end to end, on generated media: what a user sees."""
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import RECIPES, mmdesc
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from mmdesc.cli import cli; cli.main(['--help'], standalone_mode=False); " \
+           "sys.exit(3 if 'torch' in sys.modules else 0)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, "mmdesc --help imported torch"
+    assert "describe" in r.stdout and "train" in r.stdout
+
+
+def test_train_writes_best_checkpoints_and_log(tiny_image_run):
+    assert (tiny_image_run / "best" / "model.safetensors").exists()
+    assert list(tiny_image_run.glob("ckpt-*"))
+    log = [json.loads(line) for line in (tiny_image_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("valid" in rec for rec in log) and any("loss" in rec for rec in log)
+
+
+def test_describe_prints_a_caption_and_draws_attention(tiny_image_run, tiny_data, tmp_path):
+    img = tiny_data / "images" / "test_000000.png"
+    r = mmdesc("describe", img, "--checkpoint", tiny_image_run, "--attention", tmp_path / "att")
+    assert r.code == 0, r.err
+    path, caption = r.out.strip().split("\t")
+    assert path == str(img) and caption.strip()
+    pic = Image.open(tmp_path / "att" / "test_000000.png")
+    assert pic.width > 64 and pic.height > 64
+
+
+def test_describe_json_n_best(tiny_image_run, tiny_data):
+    img = tiny_data / "images" / "test_000001.png"
+    r = mmdesc("describe", img, "-c", tiny_image_run, "--beam", 3, "--n-best", 3, "--json")
+    assert r.code == 0, r.err
+    rec = json.loads(r.out)[0]
+    scores = [h["score"] for h in rec["hypotheses"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    h = rec["hypotheses"][0]
+    assert len(h["attention"]) == len(h["words"]) and len(h["attention"][0]) == 16  # 4x4 grid
+
+
+def test_describe_goes_on_after_bad_files(tiny_image_run, tiny_data, tmp_path):
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    good = tiny_data / "images" / "test_000002.png"
+    r = mmdesc("describe", bad, good, empty, "-c", tiny_image_run)
+    assert r.code == 2
+    assert r.out.startswith(f"{good}\t") and len(r.out.strip().splitlines()) == 1
+    assert str(bad) in r.err and str(empty) in r.err and "2 of 3 files failed" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_describe_a_folder(tiny_image_run, tiny_data, tmp_path):
+    for k in range(3):
+        (tmp_path / f"{k}.png").write_bytes((tiny_data / "images" / f"test_00000{k}.png").read_bytes())
+    r = mmdesc("describe", tmp_path, "-c", tiny_image_run)
+    assert r.code == 0 and len(r.out.strip().splitlines()) == 3
+
+
+def test_evaluate_reports_text_metrics_and_grounding(tiny_image_run, tiny_data):
+    r = mmdesc("evaluate", "-c", tiny_image_run, "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    for key in ("bleu1", "bleu4", "chrf", "cider_d", "grounding", "grounding_n"):
+        assert key in res
+    assert res["n"] == 6 and res["grounding_n"] > 0
+    table = mmdesc("evaluate", "-c", tiny_image_run)
+    assert "BLEU-4" in table.out and "CIDEr-D" in table.out and "grounding" in table.out
+
+
+def test_recipe_typo_is_one_clear_error(tmp_path):
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", "decoder.hiden=5", "train.lr=fast", f"out={tmp_path}")
+    assert r.code == 2
+    assert "decoder.hiden" in r.err and "did you mean 'hidden'" in r.err and "train.lr" in r.err
+    assert "Traceback" not in r.err and not any(tmp_path.iterdir())
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path):
+    r = mmdesc("describe", "x.png", "-c", tmp_path / "nope")
+    assert r.code == 2 and "no such checkpoint" in r.err and "Traceback" not in r.err
+
+
+def test_train_resumes_from_the_last_checkpoint(tiny_image_run, tiny_data, copy_run):
+    run = copy_run(tiny_image_run)
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={run}",
+               "train.max_steps=18")
+    assert r.code == 0, r.err
+    assert "resuming from" in r.err and "step 12" in r.err
+    assert (run / "ckpt-0000018").exists()

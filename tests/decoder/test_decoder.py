@@ -1,0 +1,77 @@
+"""The shared decoder: step API == teacher forcing, masks respected, options wired."""
+import pytest
+import torch
+
+from mmdesc.contexts import ContextSet
+from mmdesc.decoder import Decoder, doubly_stochastic_penalty
+
+
+def context(b=3, n=6, d=7, lengths=(6, 4, 2)):
+    mask = torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+    return ContextSet(torch.randn(b, n, d), mask, [None] * b)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("attention", ["mlp", "dot"])
+@pytest.mark.parametrize("gate", [False, True])
+def test_step_matches_teacher_forcing(cell, attention, gate):
+    torch.manual_seed(0)
+    dec = Decoder(11, 7, cell=cell, attention=attention, emb=5, hidden=9, att=3, out=4, gate=gate).eval()
+    ctx, y = context(), torch.randint(4, 11, (3, 5))
+    logits, alphas = dec(ctx, y)
+    pctx, state = dec.prepare(ctx), None
+    state = dec.init_state(pctx, 1)
+    for t in range(5):
+        lp, state, alpha = dec.step(pctx, y[:, t:t + 1], state)
+        torch.testing.assert_close(lp[:, 0], torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alpha[:, 0], alphas[:, t])
+
+
+def test_masked_positions_get_no_attention_and_do_not_matter():
+    torch.manual_seed(1)
+    dec = Decoder(11, 7, emb=5, hidden=9, att=3, out=4).eval()
+    ctx, y = context(), torch.randint(4, 11, (3, 5))
+    logits, alphas = dec(ctx, y)
+    assert alphas[1, :, 4:].abs().max() == 0 and alphas[2, :, 2:].abs().max() == 0
+    torch.testing.assert_close(alphas.sum(-1), torch.ones(3, 5))
+    noisy = ContextSet(ctx.vectors.masked_fill(~ctx.mask[..., None], 1e3), ctx.mask, ctx.layouts)
+    torch.testing.assert_close(dec(noisy, y)[0], logits)
+
+
+def test_k_queries_share_one_context():
+    """Beam search asks K queries per input; each must equal a K=1 query."""
+    torch.manual_seed(2)
+    dec = Decoder(11, 7, cell="lstm", emb=5, hidden=9, att=3, out=4).eval()
+    pctx = dec.prepare(context())
+    state = {k: torch.randn(3, 4, 9) for k in dec.init_state(pctx, 4)}
+    y = torch.randint(4, 11, (3, 4))
+    lp, _, alpha = dec.step(pctx, y, state)
+    for k in range(4):
+        lp1, _, a1 = dec.step(pctx, y[:, k:k + 1], {n: s[:, k:k + 1] for n, s in state.items()})
+        torch.testing.assert_close(lp[:, k], lp1[:, 0])
+        torch.testing.assert_close(alpha[:, k], a1[:, 0])
+
+
+def test_tied_embeddings_share_the_matrix():
+    dec = Decoder(11, 7, emb=6, out=6, tied=True)
+    assert dec.proj.weight.data_ptr() == dec.embed.weight.data_ptr()
+    with pytest.raises(ValueError, match="tied"):
+        Decoder(11, 7, emb=6, out=5, tied=True)
+
+
+def test_init_state_from_mean_context_ignores_padding():
+    dec = Decoder(11, 7, emb=5, hidden=9, att=3, out=4)
+    ctx = context()
+    h = dec.init_state(dec.prepare(ctx), 2)["h"]
+    assert h.shape == (3, 2, 9)
+    expected = torch.tanh(dec.init_h(ctx.vectors[2, :2].mean(0)))
+    torch.testing.assert_close(h[2, 0], expected)
+
+
+def test_doubly_stochastic_penalty():
+    alphas = torch.zeros(1, 2, 3)
+    alphas[0, 0, 0] = alphas[0, 1, 1] = 1.0
+    tmask, cmask = torch.ones(1, 2), torch.tensor([[1.0, 1.0, 0.0]])
+    assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == 0.0
+    cmask = torch.ones(1, 3)
+    assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == pytest.approx(1 / 3)  # the unattended third cell
