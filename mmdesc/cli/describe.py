@@ -10,15 +10,21 @@ import click
 from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
 
 
-def expand(paths: tuple[str, ...], suffixes: set[str]) -> list[Path]:
-    """Files as given; folders become their files with a known suffix, sorted."""
-    out = []
+def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list]:
+    """Files as given; folders become their files with a known suffix, sorted.
+    Returns the files and a MediaError for every folder with none."""
+    from mmdesc.errors import MediaError
+
+    out, empty = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                empty.append(MediaError(p, f"a folder with no {'/'.join(sorted(suffixes))} files in it"))
+            out += found
         else:
             out.append(p)
-    return out
+    return out, empty
 
 
 @click.command("describe")
@@ -46,12 +52,14 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
 
     models = [load_trained(c, device) for c in checkpoints]
     by_suffix = {s: m for m in models for s in MODALITIES[m.modality].SUFFIXES}
-    paths = expand(files, set(by_suffix))
-    if not paths:
+    paths, failures = expand(files, set(by_suffix))
+    n_folders = len(failures)  # empty folders count as inputs that failed
+    for e in failures:
+        click.echo(f"error: {e}", err=True)
+    if not paths and not failures:
         raise MmdescError("no input files found")
     # one model: every file goes to it (a wrong suffix still gets a try); several: by suffix
     route = [models[0] if len(models) == 1 else by_suffix.get(p.suffix.lower()) for p in paths]
-    failures: list[MediaError] = []
     results: dict[int, list] = {}
     for i, p in enumerate(paths):
         if route[i] is None:
@@ -89,7 +97,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     if as_json:
         click.echo(json.dumps(records, indent=1))
     if failures:
-        click.echo(f"{len(failures)} of {len(paths)} files failed:", err=True)
+        click.echo(f"{len(failures)} of {len(paths) + n_folders} files failed:", err=True)
         for e in failures:
             click.echo(f"  {e}", err=True)
         raise SystemExit(2)

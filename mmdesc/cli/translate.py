@@ -13,12 +13,17 @@ import click
 from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
 
 
-def stdin_batches(stream, size: int) -> Iterator[list[str]]:
-    """Lines of ``stream`` in groups of at most ``size``: a group ends early when no more
-    input is waiting, so output follows input line by line in a pipe or a terminal."""
-    batch: list[str] = []
-    for line in iter(stream.readline, ""):
-        batch.append(line.rstrip("\r\n"))
+def stdin_batches(stream, size: int) -> Iterator[list[str | bytes]]:
+    """Lines of the binary ``stream`` in groups of at most ``size``: a group ends early when
+    no more input is waiting, so output follows input line by line in a pipe or a terminal.
+    A line that is not UTF-8 stays ``bytes`` (reported, never a crash)."""
+    batch: list[str | bytes] = []
+    for raw in iter(stream.readline, b""):
+        raw = raw.rstrip(b"\r\n")
+        try:
+            batch.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            batch.append(raw)
         if len(batch) >= size or not _waiting(stream):
             yield batch
             batch = []
@@ -53,12 +58,16 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
 
     model = load_trained(checkpoint, device)
     if model.modality != "text":
-        raise CheckpointError(f"{model.path}: a {model.modality} model cannot translate text; use `mmdesc describe`")
+        raise CheckpointError(f"{model.path}: this {model.modality} model cannot translate text; use `mmdesc describe`")
     s = resolve_search(model.recipe.search, search)
     kwargs = {k: v for k, v in vars(s).items() if k != "batch_size"}
-    batches = [list(texts)] if texts else stdin_batches(sys.stdin, s.batch_size)
+    batches = [list(texts)] if texts else stdin_batches(sys.stdin.buffer, s.batch_size)
     n = 0
     for batch in batches:
+        for i, t in enumerate(batch):
+            if isinstance(t, bytes):
+                click.echo(f"error: line {n + i + 1}: not valid UTF-8 text", err=True)
+                batch[i] = ""
         live = [i for i, t in enumerate(batch) if t.strip()]
         items = []
         with warnings.catch_warnings(record=True) as caught:

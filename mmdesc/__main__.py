@@ -1,0 +1,4 @@
+"""``python -m mmdesc`` = the ``mmdesc`` command."""
+from mmdesc.cli import main
+
+main()

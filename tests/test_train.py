@@ -1,0 +1,103 @@
+"""Training survives crashes: SIGKILL + resume is exact, SIGTERM checkpoints, NaN steps are skipped."""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import RECIPES, mmdesc
+from mmdesc import checkpoint
+from mmdesc.config import load_recipe
+from mmdesc.errors import DataError, MmdescError
+
+STEPS = 10
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mmdesc", "train", str(RECIPES / "tiny" / "image.yaml"), f"data.root={data}",
+            f"out={out}", f"train.max_steps={STEPS}", "train.save_every=2", "train.valid_every=5",
+            "train.keep_last=3", *extra]
+
+
+def final_weights(out: Path) -> dict:
+    return load_file(str(out / f"ckpt-{STEPS:07d}" / "model.safetensors"))
+
+
+def test_sigkill_then_resume_ends_with_identical_weights(tiny_data, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(train_cmd(tiny_data, straight), check=True, capture_output=True)
+    proc = subprocess.Popen(train_cmd(tiny_data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.list_checkpoints(killed) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.Random().uniform(0, 0.4))  # somewhere after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL or (killed / f"ckpt-{STEPS:07d}").exists()
+    resumed = subprocess.run(train_cmd(tiny_data, killed), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = final_weights(straight), final_weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    best_a = checkpoint.read_meta(straight / "best")["best"]
+    assert best_a == checkpoint.read_meta(killed / "best")["best"]
+
+
+def test_sigterm_writes_a_loadable_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = train_cmd(tiny_data, out, "train.max_steps=100000", "train.save_every=100000",
+                    "train.valid_every=100000", "train.log_every=1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    while time.monotonic() < deadline and not (out / "metrics.jsonl").read_text():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "checkpoint written to" in err and "Traceback" not in err
+    from mmdesc.build import load_trained
+
+    trained = load_trained(out)
+    assert trained.meta["step"] >= 1
+
+
+def test_non_finite_loss_steps_are_skipped_then_training_stops(tiny_data, tmp_path):
+    from mmdesc.train import MAX_BAD_STEPS, Trainer
+
+    r = load_recipe(RECIPES / "tiny" / "image.yaml", [f"data.root={tiny_data}", f"out={tmp_path}"])
+    t = Trainer(r, say=lambda m: None, resume=False)
+    with torch.no_grad():
+        t.model.decoder.proj.bias.fill_(float("nan"))
+    before = {k: v.detach().clone() for k, v in t.model.named_parameters()}
+    t._bad_run = 0
+    for i in range(MAX_BAD_STEPS - 1):
+        t.step([0, 1, 2])
+    assert t.progress.bad_steps == MAX_BAD_STEPS - 1
+    for k, v in t.model.named_parameters():
+        assert torch.equal(v, before[k]) or torch.isnan(v).all(), k  # no optimizer step was taken
+    with pytest.raises(MmdescError, match="diverged"):
+        t.step([0, 1, 2])
+
+
+def test_unreadable_training_files_stop_training_unless_skip_bad(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "images" / "train_000003.png").write_bytes(b"not an image")
+    (data / "images" / "train_000007.png").unlink()
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={data}", f"out={tmp_path / 'a'}")
+    assert r.code == 2 and "2 of 48 train inputs cannot be read" in r.err
+    assert "train_000003.png" in r.err and "train_000007.png" in r.err and "skip_bad" in r.err
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={data}", f"out={tmp_path / 'b'}",
+               "train.skip_bad=true", "train.max_steps=2", "train.valid_every=2")
+    assert r.code == 0, r.err
+    assert "skipping 2 unreadable train inputs" in r.err
