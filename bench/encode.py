@@ -1,0 +1,121 @@
+"""Encoding speed: inputs per second through each modality's reader and encoder.
+
+For every modality in mmdesc.modalities.MODALITIES (and the ones announced for later,
+video and speech, which are skipped with a line saying why until their module exists),
+--inputs synthetic inputs are read with ``Reader.load`` one by one, batched with
+``collate`` in batches of --batch, moved to the device and encoded with ``Encoder.forward``
+(eval mode, no gradient). Readers and encoders are built from the default recipes
+(recipes/image.yaml, recipes/translate.yaml) with random weights, or, for the modality of
+--checkpoint, taken from the trained model.
+
+  image  64 x 64 PNG scenes written to a temporary folder (served from the page cache,
+         so load measures PNG decoding and resizing, not the disk)
+  text   synthetic English captions; the reader's sentencepiece model is fitted on others
+
+inputs_per_s is the whole pipeline (load + collate + encode); load_ms, collate_ms and
+encode_ms per input split it into its parts. Each is the median over --repeats passes.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from common import (IMAGE_RECIPE, TEXT_RECIPE, Report, parser, report_peak_memory, reset_peak_memory, setup,
+                    synthetic_captions, synthetic_sources)
+
+RECIPES = {"image": IMAGE_RECIPE, "text": TEXT_RECIPE}
+LATER = ("video", "speech")  # modalities planned but possibly not written yet
+
+
+def reader_and_encoder(name: str, module, trained, device):
+    """The modality's reader (fitted) and encoder (eval mode): the checkpoint's, or its recipe's."""
+    from mmdesc.config import load_recipe
+    from mmdesc.corpora import Example
+
+    if trained is not None and trained.modality == name:
+        return trained.reader, trained.model.encoder.eval()
+    recipe = load_recipe(RECIPES[name])
+    reader = module.Reader(**asdict(recipe.input))
+    reader.fit([Example(str(k), c, [c]) for k, c in enumerate(synthetic_captions(200, seed=1))])
+    encoder = module.Encoder(**asdict(recipe.encoder), **reader.encoder_kwargs())
+    return reader, encoder.to(device).eval()
+
+
+def one_pass(reader, encoder, sources: list, batch: int, device, sync) -> tuple[float, float, float]:
+    """Seconds spent loading, collating and encoding all ``sources`` once."""
+    import torch
+
+    from mmdesc.data import to_device
+
+    load = collate = encode = 0.0
+    for s in range(0, len(sources), batch):
+        t0 = time.perf_counter()
+        items = [reader.load(src) for src in sources[s:s + batch]]
+        t1 = time.perf_counter()
+        data = reader.collate(items)
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            encoder(to_device(data, device))
+        sync()
+        t3 = time.perf_counter()
+        load, collate, encode = load + t1 - t0, collate + t2 - t1, encode + t3 - t2
+    return load, collate, encode
+
+
+def bench_modality(report: Report, args, device, name: str, module, trained) -> None:
+    import statistics
+
+    import torch
+
+    reset_peak_memory(device)
+    reader, encoder = reader_and_encoder(name, module, trained, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = synthetic_sources(name, args.inputs, Path(tmp))
+        one_pass(reader, encoder, sources, args.batch, device, sync)  # warm-up
+        passes = [one_pass(reader, encoder, sources, args.batch, device, sync) for _ in range(args.repeats)]
+    load, collate, encode = (statistics.median(p[i] for p in passes) for i in range(3))
+    n, params = args.inputs, dict(batch=args.batch, inputs=args.inputs)
+    report.emit("inputs_per_s", name, n / (load + collate + encode), "inputs/s", **params)
+    for what, seconds in (("load_ms", load), ("collate_ms", collate), ("encode_ms", encode)):
+        report.emit(what, name, 1000 * seconds / n, "ms/input", **params)
+    report_peak_memory(report, name, device)
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--inputs", type=int, default=0, metavar="N",
+                   help="inputs per modality (default 256, 8 with --quick)")
+    p.add_argument("--batch", type=int, default=0,
+                   help="inputs per encoder batch (default 64, 4 with --quick)")
+    args = p.parse_args()
+    device = setup(args)
+    args.inputs = args.inputs or (8 if args.quick else 256)
+    args.batch = args.batch or (4 if args.quick else 64)
+    report = Report("encode", args)
+
+    from mmdesc.build import load_trained
+    from mmdesc.modalities import MODALITIES
+
+    trained = load_trained(args.checkpoint, device=str(device)) if args.checkpoint else None
+    for name in [*MODALITIES, *(m for m in LATER if m not in MODALITIES)]:
+        try:
+            module = MODALITIES[name]
+        except KeyError:
+            report.emit("skipped", name, None, None, reason="not in mmdesc.modalities.MODALITIES yet")
+            continue
+        except ModuleNotFoundError as e:
+            report.emit("skipped", name, None, None, reason=f"cannot import it: {e}")
+            continue
+        if name not in RECIPES:
+            report.emit("skipped", name, None, None, reason="bench/encode.py has no synthetic inputs for it")
+            continue
+        bench_modality(report, args, device, name, module, trained)
+    report.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
