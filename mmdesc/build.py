@@ -42,6 +42,21 @@ def ensure_data(recipe, say: Callable[[str], None] = print) -> None:
     modality(recipe).synthesize(root, synth.train, synth.valid, synth.test, synth.seed)
 
 
+def check_data(recipe) -> None:
+    """Every path the data splits name exists: all missing ones reported at once, before anything heavy."""
+    from dataclasses import fields
+
+    root, problems = Path(recipe.data.root), []
+    for split in ("train", "valid", "test"):
+        cfg = getattr(recipe.data, split, None)
+        for f in fields(cfg) if cfg is not None else ():
+            value = getattr(cfg, f.name)
+            if isinstance(value, str) and value and not (root / value).exists():
+                problems.append(f"data.{split}.{f.name}: {root / value} does not exist")
+    if problems:
+        raise ConfigError(problems)
+
+
 def read_split(recipe, split: str) -> list[Example]:
     """The examples of ``split`` (train, valid or test) as the recipe names them."""
     cfg = getattr(recipe.data, split, None)

@@ -80,6 +80,7 @@ class Trainer:
         random.seed(recipe.seed)
         torch.manual_seed(recipe.seed)
         build.ensure_data(recipe, say)
+        build.check_data(recipe)
         last = checkpoint.list_checkpoints(self.out)[-1] if resume and checkpoint.list_checkpoints(self.out) else None
         self.reader = build.build_reader(recipe)
         train_ex = build.read_split(recipe, "train")

@@ -35,6 +35,7 @@ INVALID = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")  # control ch
 class ReaderConfig:
     tokenizer: Literal["sentencepiece", "word"] = "sentencepiece"
     vocab_size: int = 1000
+    model_type: Literal["unigram", "bpe"] = "unigram"
     max_len: int = 200
 
 
@@ -62,18 +63,20 @@ class Reader:
     The source tokenizer is trained by ``fit`` on the training sources and travels in ``state()``.
     """
 
-    def __init__(self, tokenizer: str = "sentencepiece", vocab_size: int = 1000, max_len: int = 200):
+    def __init__(self, tokenizer: str = "sentencepiece", vocab_size: int = 1000, max_len: int = 200,
+                 model_type: str = "unigram"):
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer: {tokenizer!r} is not one of {{{', '.join(TOKENIZERS)}}}")
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1 (the </s> position), got {max_len}")
         self.kind = tokenizer
         self.vocab_size = vocab_size
+        self.model_type = model_type
         self.max_len = max_len
         self.tok: Tokenizer | None = None
 
     def fit(self, examples: Sequence[Example]) -> None:
-        self.tok = Tokenizer.train((ex.source for ex in examples), self.kind, self.vocab_size)
+        self.tok = Tokenizer.train((ex.source for ex in examples), self.kind, self.vocab_size, self.model_type)
 
     def state(self) -> dict:
         return {"tokenizer": self._tokenizer().to_dict()}

@@ -94,3 +94,12 @@ def test_train_resumes_from_the_last_checkpoint(tiny_image_run, tiny_data, copy_
     assert r.code == 0, r.err
     assert "resuming from" in r.err and "step 12" in r.err
     assert (run / "ckpt-0000018").exists()
+
+
+def test_missing_data_files_are_all_reported_before_training(tmp_path):
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", "data.synth=null", f"data.root={tmp_path}",
+               "data.train.captions=nope.json", "data.valid.images=nowhere", f"out={tmp_path / 'run'}")
+    assert r.code == 2 and "Traceback" not in r.err
+    assert "data.train.captions" in r.err and "nope.json" in r.err and "data.valid.images" in r.err
+    assert "data.test.captions" in r.err  # every missing path at once
+    assert not (tmp_path / "run").exists()
