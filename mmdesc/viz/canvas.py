@@ -169,3 +169,14 @@ def colorbar(height: int, width: int = 12, name: str = "blues") -> Image.Image:
     bar = Image.fromarray(colormap_array(v, name), "RGB")
     ImageDraw.Draw(bar).rectangle((0, 0, width - 1, height - 1), outline=RULE)
     return bar
+
+
+def page(width: int, height: int, title: Sequence[str], title_font: Any) -> tuple[Image.Image, ImageDraw.ImageDraw, int]:
+    """A blank page with its title lines drawn; returns the page, its drawer and the y below the title."""
+    img = Image.new("RGB", (width, height), PAPER)
+    draw = ImageDraw.Draw(img)
+    y = MARGIN
+    for line in title:
+        draw_text(draw, (MARGIN, y), line, title_font)
+        y += line_height(title_font)
+    return img, draw, y

@@ -104,12 +104,7 @@ def draw_grid(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
     cell_h = ph + label_h
     height = 2 * cv.MARGIN + title_h + nrow * cell_h + (nrow - 1) * GAP
 
-    page = Image.new("RGB", (width, height), cv.PAPER)
-    draw = ImageDraw.Draw(page)
-    y = cv.MARGIN
-    for line in title:
-        cv.draw_text(draw, (cv.MARGIN, y), line, title_font)
-        y += cv.line_height(title_font)
+    page, draw, y = cv.page(width, height, title, title_font)
     top = cv.MARGIN + title_h
     for k, (img, label, colour) in enumerate(panels):
         r, c = divmod(k, ncol)

@@ -56,12 +56,7 @@ def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
     axis_h = 8 + cv.line_height(small) + 4 + cv.line_height(small)
     height = 2 * cv.MARGIN + head_h + bands_h + axis_h
 
-    page = Image.new("RGB", (width, height), cv.PAPER)
-    draw = ImageDraw.Draw(page)
-    y = cv.MARGIN
-    for line in title:
-        cv.draw_text(draw, (cv.MARGIN, y), line, title_font)
-        y += cv.line_height(title_font)
+    page, draw, y = cv.page(width, height, title, title_font)
     for line in sub_lines:
         cv.draw_text(draw, (cv.MARGIN, y), line, small, fill=cv.MUTED)
         y += cv.line_height(small)

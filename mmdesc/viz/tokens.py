@@ -60,12 +60,7 @@ def draw_tokens(layout: Any, source: str, words: Sequence[str], alpha: Any, out_
     title_h = len(title) * cv.line_height(title_font) + (10 if title else 0)
     height = 2 * cv.MARGIN + title_h + col_h + max(mat_h, bar_h)
 
-    page = Image.new("RGB", (width, height), cv.PAPER)
-    draw = ImageDraw.Draw(page)
-    y = cv.MARGIN
-    for line in title:
-        cv.draw_text(draw, (cv.MARGIN, y), line, title_font)
-        y += cv.line_height(title_font)
+    page, draw, y = cv.page(width, height, title, title_font)
     x0, y0 = cv.MARGIN + row_w, cv.MARGIN + title_h + col_h  # top-left of the matrix
 
     if mat_w and mat_h:
