@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image  # noqa: F401
 
 from mmdesc.viz import canvas as cv
 
