@@ -98,6 +98,6 @@ def test_unreadable_training_files_stop_training_unless_skip_bad(tiny_data, tmp_
     assert r.code == 2 and "2 of 48 train inputs cannot be read" in r.err
     assert "train_000003.png" in r.err and "train_000007.png" in r.err and "skip_bad" in r.err
     r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={data}", f"out={tmp_path / 'b'}",
-               "train.skip_bad=true", "train.max_steps=2", "train.valid_every=2")
+               "--skip-bad", "train.max_steps=2", "train.valid_every=2")
     assert r.code == 0, r.err
     assert "skipping 2 unreadable train inputs" in r.err

@@ -8,7 +8,9 @@ import click
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("--fresh", is_flag=True, help="Start over even if the run folder has checkpoints.")
-def command(recipe: str, overrides: tuple[str, ...], fresh: bool) -> None:
+@click.option("--skip-bad", is_flag=True, help="Train on the readable inputs when some cannot be read "
+              "(same as train.skip_bad=true); otherwise training does not start.")
+def command(recipe: str, overrides: tuple[str, ...], fresh: bool, skip_bad: bool) -> None:
     """Train the model a RECIPE describes.
 
     \b
@@ -24,7 +26,7 @@ def command(recipe: str, overrides: tuple[str, ...], fresh: bool) -> None:
     from mmdesc.config import load_recipe
     from mmdesc.train import Trainer
 
-    r = load_recipe(recipe, overrides)
+    r = load_recipe(recipe, overrides + (("train.skip_bad=true",) if skip_bad else ()))
     if fresh:
         import shutil
         from pathlib import Path

@@ -67,5 +67,6 @@ def test_misaligned_parallel_files_are_reported(tmp_path):
     (tmp_path / "my.en").write_text("a red circle\na blue square\n")
     (tmp_path / "my.fr").write_text("un cercle rouge\n")
     r = mmdesc("train", RECIPES / "tiny" / "translate.yaml", "data.synth=null", f"data.root={tmp_path}",
-               "data.train.src=my.en", "data.train.tgt=my.fr", f"out={tmp_path / 'run'}")
+               "data.train.src=my.en", "data.train.tgt=my.fr", "data.valid.src=my.en", "data.valid.tgt=my.fr",
+               "data.valid.align=null", "data.test=null", f"out={tmp_path / 'run'}")
     assert r.code == 2 and "my.en" in r.err and "my.fr" in r.err and "Traceback" not in r.err
