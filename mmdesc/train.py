@@ -81,7 +81,8 @@ class Trainer:
         torch.manual_seed(recipe.seed)
         build.ensure_data(recipe, say)
         build.check_data(recipe)
-        last = checkpoint.list_checkpoints(self.out)[-1] if resume and checkpoint.list_checkpoints(self.out) else None
+        ckpts = checkpoint.list_checkpoints(self.out) if resume else []
+        last = ckpts[-1] if ckpts else None
         self.reader = build.build_reader(recipe)
         train_ex = build.read_split(recipe, "train")
         if last is not None:
@@ -109,6 +110,7 @@ class Trainer:
         if last is not None:
             self._restore(last)
         self._signal: int | None = None
+        self._bad_run = 0  # consecutive non-finite losses
 
     # --- data -----------------------------------------------------------------------
     def _load(self, split: str, examples) -> Loaded:
@@ -229,7 +231,6 @@ class Trainer:
 
         cfg, p = self.cfg, self.progress
         self.out.mkdir(parents=True, exist_ok=True)
-        self._bad_run = 0
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
         start, last_loss, stop = time.monotonic(), float("nan"), None

@@ -79,7 +79,6 @@ def test_non_finite_loss_steps_are_skipped_then_training_stops(tiny_data, tmp_pa
     with torch.no_grad():
         t.model.decoder.proj.bias.fill_(float("nan"))
     before = {k: v.detach().clone() for k, v in t.model.named_parameters()}
-    t._bad_run = 0
     for i in range(MAX_BAD_STEPS - 1):
         t.step([0, 1, 2])
     assert t.progress.bad_steps == MAX_BAD_STEPS - 1
