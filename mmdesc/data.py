@@ -23,25 +23,34 @@ class Loaded:
     failures: list[MediaError] = field(default_factory=list)
 
 
-def load_all(reader, examples: Sequence[Example], workers: int = 2,
-             progress: Callable[[int], None] | None = None) -> Loaded:
-    """Read every example's source with ``reader.load`` (in threads); keep the failures."""
-    def one(ex: Example):
+def read_sources(reader, sources: Sequence[str], workers: int = 2,
+                 progress: Callable[[int], None] | None = None) -> list:
+    """``reader.load`` of every source, in threads and in order: an item, or the MediaError it raised."""
+    def one(source: str):
         try:
-            return reader.load(ex.source)
+            return reader.load(source)
         except MediaError as e:
             return e
 
-    out = Loaded()
+    out = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for ex, item in zip(examples, pool.map(one, examples, chunksize=32)):
-            if isinstance(item, MediaError):
-                out.failures.append(item)
-            else:
-                out.examples.append(ex)
-                out.items.append(item)
+        for item in pool.map(one, sources, chunksize=32):
+            out.append(item)
             if progress:
                 progress(1)
+    return out
+
+
+def load_all(reader, examples: Sequence[Example], workers: int = 2,
+             progress: Callable[[int], None] | None = None) -> Loaded:
+    """Read every example's source; keep the items of those that load and the failures."""
+    out = Loaded()
+    for ex, item in zip(examples, read_sources(reader, [ex.source for ex in examples], workers, progress)):
+        if isinstance(item, MediaError):
+            out.failures.append(item)
+        else:
+            out.examples.append(ex)
+            out.items.append(item)
     return out
 
 

@@ -46,6 +46,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     from rich.progress import Progress
 
     from mmdesc.build import load_trained
+    from mmdesc.data import read_sources
     from mmdesc.errors import MediaError, MmdescError
     from mmdesc.modalities import MODALITIES
     from mmdesc.predict import describe
@@ -66,14 +67,15 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
             failures.append(MediaError(p, f"no model for '{p.suffix}' files among the checkpoints given"))
             click.echo(f"error: {failures[-1]}", err=True)
     for model in models:
+        mine = [i for i, m in enumerate(route) if m is model]
         items, ok = [], []
-        for i in (i for i, m in enumerate(route) if m is model):
-            try:
-                items.append(model.reader.load(str(paths[i])))
+        for i, item in zip(mine, read_sources(model.reader, [str(paths[i]) for i in mine])):
+            if isinstance(item, MediaError):
+                failures.append(item)
+                click.echo(f"error: {item}", err=True)
+            else:
+                items.append(item)
                 ok.append(i)
-            except MediaError as e:
-                failures.append(e)
-                click.echo(f"error: {e}", err=True)
         s = resolve_search(model.recipe.search, search)
         kwargs = {k: v for k, v in vars(s).items() if k != "batch_size"}
         with Progress(transient=True, disable=not sys.stderr.isatty() or len(items) < 2 * s.batch_size) as bar:
