@@ -75,3 +75,24 @@ def test_doubly_stochastic_penalty():
     assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == 0.0
     cmask = torch.ones(1, 3)
     assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == pytest.approx(1 / 3)  # the unattended third cell
+
+
+def test_fused_attention_score_equals_eager_values_and_gradients():
+    """The compiled score (``fuse_attention``) is the same function: forward and backward."""
+    from mmdesc.decoder import attention
+
+    torch.manual_seed(3)
+    dec = Decoder(11, 7, cell="lstm", emb=5, hidden=9, att=6, out=4, dropout=0.0)
+    ctx, y = context(), torch.randint(4, 11, (3, 5))
+    runs = []
+    for fused in (False, True):
+        dec.zero_grad()
+        logits, alphas = dec.fuse_attention(fused)(ctx, y)
+        (logits.logsumexp(-1).sum() + (alphas ** 2).sum()).backward()
+        runs.append((logits, alphas, [p.grad.clone() for p in dec.parameters() if p.grad is not None]))
+    assert attention._compiled not in (None, False), "the fused path was not compiled"
+    (l0, a0, g0), (l1, a1, g1) = runs
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a1, a0, atol=1e-5, rtol=1e-5)
+    for p0, p1 in zip(g0, g1):
+        torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-4)
