@@ -91,7 +91,14 @@ def build_model(recipe, reader, tokenizer):
 
 def search_kwargs(search) -> dict:
     """The search section as arguments of ``Describer.generate``."""
-    return {k: v for k, v in asdict(search).items() if k != "batch_size"}
+    return {k: v for k, v in asdict(search).items() if k not in ("batch_size", "compile")}
+
+
+def use_search(trained, search) -> dict:
+    """Set ``trained``'s model up for the search section ``search`` (``compile``: the fused
+    attention score) and return the arguments of ``Describer.generate``."""
+    trained.model.decoder.fuse_attention(search.compile)
+    return search_kwargs(search)
 
 
 def checkpoint_meta(recipe, reader, tokenizer, **extra) -> dict:

@@ -124,6 +124,7 @@ class SearchConfig:
     min_len: int = 0
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     batch_size: int = 64
+    compile: bool = False  # additive attention's score as one torch.compile'd loop (Decoder.fuse_attention)
 
     def problems(self) -> list[str]:
         found = _positive(self, "beam", "n_best", "max_len", "batch_size")
@@ -155,6 +156,7 @@ class TrainConfig:
     log_every: int = 50
     device: str = "auto"
     amp: bool = False
+    compile: bool = False  # as search.compile, for the training steps (and validation)
     threads: int = 0  # 0 = all cores
     skip_bad: bool = False
 

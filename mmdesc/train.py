@@ -100,6 +100,7 @@ class Trainer:
         self.pairs = make_pairs(self.train_data, self.tokenizer, recipe.data.max_target_words)
         self.lengths = [self.reader.length(self.train_data.items[i]) * 1000 + len(y) for i, y in self.pairs]
         self.model = build.build_model(recipe, self.reader, self.tokenizer).to(self.device)
+        self.model.decoder.fuse_attention(self.cfg.compile)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and p.requires_grad]
         other = [p for n, p in self.model.named_parameters() if p.dim() < 2 and p.requires_grad]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},

@@ -45,7 +45,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     """
     from rich.progress import Progress
 
-    from mmdesc.build import load_trained
+    from mmdesc.build import load_trained, use_search
     from mmdesc.data import read_sources
     from mmdesc.errors import MediaError, MmdescError
     from mmdesc.modalities import MODALITIES
@@ -77,7 +77,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
                 items.append(item)
                 ok.append(i)
         s = resolve_search(model.recipe.search, search)
-        kwargs = {k: v for k, v in vars(s).items() if k != "batch_size"}
+        kwargs = use_search(model, s)
         with Progress(transient=True, disable=not sys.stderr.isatty() or len(items) < 2 * s.batch_size) as bar:
             task = bar.add_task("describe", total=len(items))
             described = describe(model, items, batch_size=s.batch_size,

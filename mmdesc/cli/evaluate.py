@@ -34,7 +34,7 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     from rich.progress import Progress
     from rich.table import Table
 
-    from mmdesc.build import load_trained, read_split
+    from mmdesc.build import load_trained, read_split, use_search
     from mmdesc.data import load_all
     from mmdesc.evaluate import score
 
@@ -44,7 +44,7 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     for e in loaded.failures:
         click.echo(f"warning: skipped {e}", err=True)
     s = resolve_search(model.recipe.search, search)
-    kwargs = {k: v for k, v in vars(s).items() if k not in ("batch_size", "n_best")}
+    kwargs = {k: v for k, v in use_search(model, s).items() if k != "n_best"}
     start = time.perf_counter()
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task(f"evaluate {split}", total=len(loaded.items))

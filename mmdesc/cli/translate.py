@@ -52,7 +52,7 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
     is translated in batches as it arrives. Sentences longer than the model's limit are
     truncated with a warning on stderr.
     """
-    from mmdesc.build import load_trained
+    from mmdesc.build import load_trained, use_search
     from mmdesc.errors import CheckpointError, MediaError
     from mmdesc.predict import describe
 
@@ -60,7 +60,7 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
     if model.modality != "text":
         raise CheckpointError(f"{model.path}: this {model.modality} model cannot translate text; use `mmdesc describe`")
     s = resolve_search(model.recipe.search, search)
-    kwargs = {k: v for k, v in vars(s).items() if k != "batch_size"}
+    kwargs = use_search(model, s)
     batches = [list(texts)] if texts else stdin_batches(sys.stdin.buffer, s.batch_size)
     n = 0
     for batch in batches:

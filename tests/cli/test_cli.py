@@ -64,6 +64,22 @@ def test_describe_a_folder(tiny_image_run, tiny_data, tmp_path):
     assert r.code == 0 and len(r.out.strip().splitlines()) == 3
 
 
+def test_describe_compile_gives_the_same_captions(tiny_image_run, tiny_data, monkeypatch):
+    """--compile swaps in the fused attention score; what the user reads stays the same."""
+    from mmdesc.decoder import attention
+
+    calls, compiled = [], attention.fused_score
+    monkeypatch.setattr(attention, "fused_score", lambda *a: calls.append(1) or compiled(*a))
+    imgs = [tiny_data / "images" / f"test_{i:06d}.png" for i in range(6)]
+    plain = mmdesc("describe", *imgs, "-c", tiny_image_run, "--json")
+    assert not calls
+    fused = mmdesc("describe", *imgs, "-c", tiny_image_run, "--json", "--compile")
+    assert plain.code == fused.code == 0, fused.err
+    assert calls and attention._compiled not in (None, False)
+    texts = [[h["text"] for h in r["hypotheses"]] for r in json.loads(plain.out)]
+    assert texts == [[h["text"] for h in r["hypotheses"]] for r in json.loads(fused.out)]
+
+
 def test_evaluate_reports_text_metrics_and_grounding(tiny_image_run, tiny_data):
     r = mmdesc("evaluate", "-c", tiny_image_run, "--json")
     assert r.code == 0, r.err
