@@ -1,8 +1,10 @@
 """Batched beam search over inputs x beams, with finished inputs removed from the batch.
 
-All B inputs and their K beams advance together as one (B, K, ...) batch; the context
-and its attention keys are prepared once per input and never copied per beam. A step is
-three named parts, each tensor-only (no Python loop over inputs or beams):
+All B inputs and their beams advance together as one (B, K, ...) batch; the context
+and its attention keys are prepared once per input and never copied per beam. Every
+input starts from one beam (BOS), so the first step decodes B hypotheses, not B x K
+identical ones; from the second step on there are K. A step is three named parts, each
+tensor-only (no Python loop over inputs or beams):
 
 - ``expand``: score every (beam, token) continuation and keep the best 2K candidates;
 - ``finish``: candidates ending in EOS among the top K become finished hypotheses,
@@ -36,7 +38,7 @@ class Finished:
 
 @dataclass
 class Beams:
-    """The active inputs' beams."""
+    """The active inputs' beams (K = 1 before the first step)."""
 
     orig: Tensor  # (B,) index of each active input among the original inputs
     scores: Tensor  # (B, K) cumulative log-probability
@@ -52,18 +54,18 @@ def gather_beams(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, idx)
 
 
-def expand(logprobs: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Best 2K continuations: logprobs (B, K, V), scores (B, K) -> scores, beam, token, each (B, 2K)."""
-    b, k, v = logprobs.shape
-    cand = (scores[:, :, None] + logprobs).view(b, k * v)  # (B, K, V) -> (B, K*V)
-    top, idx = cand.topk(min(2 * k, k * v), dim=1)
+def expand(logprobs: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Best 2k continuations: logprobs (B, K, V), scores (B, K) -> scores, beam, token, each (B, 2k)."""
+    b, width, v = logprobs.shape
+    cand = (scores[:, :, None] + logprobs).view(b, width * v)  # (B, K, V) -> (B, K*V)
+    top, idx = cand.topk(min(2 * k, width * v), dim=1)
     return top, idx // v, idx % v
 
 
 def finish(fin: Finished, beams: Beams, top: Tensor, beam_of: Tensor, tok: Tensor, alpha: Tensor,
            t: int, eos: int, length_penalty: float) -> None:
     """Move candidates that end in EOS (within the top K) into the finished buffer."""
-    b, k = beams.scores.shape
+    k = fin.scores.shape[1]
     ends = (tok == eos) & torch.isfinite(top)
     ends[:, k:] = False  # only EOS ranked among the top K finishes a hypothesis
     if not bool(ends.any()):
@@ -87,11 +89,10 @@ def finish(fin: Finished, beams: Beams, top: Tensor, beam_of: Tensor, tok: Tenso
     fin.count[o] += ends.sum(dim=1)
 
 
-def prune(beams: Beams, top: Tensor, beam_of: Tensor, tok: Tensor, alpha: Tensor, eos: int) -> Tensor:
-    """The K best candidates that did not end become the beams; returns the next input (B, K)."""
-    k = beams.scores.shape[1]
+def prune(beams: Beams, top: Tensor, beam_of: Tensor, tok: Tensor, alpha: Tensor, eos: int, k: int) -> Tensor:
+    """The k best candidates that did not end become the beams; returns the next input (B, k)."""
     live = torch.where(tok == eos, float("-inf"), top)
-    scores, pick = live.topk(k, dim=1)  # (B, K), sorted
+    scores, pick = live.topk(min(k, live.shape[1]), dim=1)  # (B, k), sorted
     origin = beam_of.gather(1, pick)  # (B, K) which old beam each new beam extends
     y = tok.gather(1, pick)
     beams.scores = scores
@@ -118,22 +119,21 @@ def beam_search(decoder, ctx: ContextSet, *, beam: int, n_best: int, max_lens: T
     dev, k = ctx.vectors.device, beam
     L = int(max_lens.max()) + 1
     pctx = decoder.prepare(ctx)
-    scores = torch.full((b0, k), float("-inf"), device=dev)
-    scores[:, 0] = 0.0  # all beams start identical: only the first may expand
-    beams = Beams(torch.arange(b0, device=dev), scores, torch.zeros(b0, k, 0, dtype=torch.long, device=dev),
-                  torch.zeros(b0, k, 0, n, device=dev), decoder.init_state(pctx, k), max_lens)
+    beams = Beams(torch.arange(b0, device=dev), torch.zeros(b0, 1, device=dev),
+                  torch.zeros(b0, 1, 0, dtype=torch.long, device=dev), torch.zeros(b0, 1, 0, n, device=dev),
+                  decoder.init_state(pctx, 1), max_lens)
     fin = Finished(torch.full((b0, k, L), eos, dtype=torch.long, device=dev),
                    torch.ones(b0, k, dtype=torch.long, device=dev),
                    torch.full((b0, k), float("-inf"), device=dev),
                    torch.zeros(b0, k, L, n, device=dev), torch.zeros(b0, dtype=torch.long, device=dev))
-    y = torch.full((b0, k), bos, dtype=torch.long, device=dev)
+    y = torch.full((b0, 1), bos, dtype=torch.long, device=dev)
     for t in range(L):
         logprobs, beams.state, alpha = decoder.step(pctx, y, beams.state)  # (B, K, V), ..., (B, K, N)
         logprobs = constrain(logprobs, t, beams.max_lens, min_len, eos, bos)
-        top, beam_of, tok = expand(logprobs, beams.scores)
+        top, beam_of, tok = expand(logprobs, beams.scores, k)
         alpha = alpha.float()
         finish(fin, beams, top, beam_of, tok, alpha, t, eos, length_penalty)
-        y = prune(beams, top, beam_of, tok, alpha, eos)
+        y = prune(beams, top, beam_of, tok, alpha, eos, k)
         done = fin.count[beams.orig] >= k
         if bool(done.all()):
             break

@@ -1,4 +1,6 @@
-"""Greedy search: the best next token at every step, for a whole batch at once."""
+"""Greedy search: the best next token at every step, for a whole batch at once.
+
+Inputs whose sentence has ended leave the active batch, as in beam search."""
 from __future__ import annotations
 
 import torch
@@ -19,20 +21,22 @@ def greedy_search(decoder, ctx: ContextSet, *, max_lens: Tensor, min_len: int = 
     alphas = torch.zeros(b, limit, n, device=dev)
     scores = torch.zeros(b, device=dev)
     lengths = torch.full((b,), limit, dtype=torch.long, device=dev)
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    active = torch.arange(b, device=dev)  # original index of each row still decoding
     y = torch.full((b, 1), bos, dtype=torch.long, device=dev)
     for t in range(limit):
         logprobs, state, alpha = decoder.step(pctx, y, state)  # (B, 1, V), ..., (B, 1, N)
-        logprobs = constrain(logprobs, t, max_lens, min_len, eos, bos)
+        logprobs = constrain(logprobs, t, max_lens[active], min_len, eos, bos)
         lp, y = logprobs.max(dim=-1)  # (B, 1)
-        live = ~done
-        tokens[live, t] = y[live, 0]
-        alphas[live, t] = alpha[live, 0].float()
-        scores = scores + torch.where(live, lp[:, 0], torch.zeros_like(scores))
-        ended = live & (y[:, 0] == eos)
-        lengths[ended] = t + 1
-        done |= ended
-        if bool(done.all()):
-            break
+        tokens[active, t] = y[:, 0]
+        alphas[active, t] = alpha[:, 0].float()
+        scores[active] += lp[:, 0]
+        ended = y[:, 0] == eos
+        if bool(ended.any()):
+            lengths[active[ended]] = t + 1
+            keep = (~ended).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            active, y, pctx = active[keep], y[keep], pctx.select(keep)
+            state = {name: s[keep] for name, s in state.items()}
     norm = scores / length_norm(lengths.float(), length_penalty)
     return to_hypotheses(tokens[:, None], lengths[:, None], norm[:, None], alphas[:, None], ctx.lengths, 1)

@@ -58,10 +58,13 @@ def reference_beam(dec, ctx, k, max_len, lp_alpha):
     return finished[:k]
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_beam_one_equals_greedy(cell):
+@pytest.mark.parametrize("cell,eos_bias", [("gru", -1.4), ("lstm", -2.0)])
+def test_beam_one_equals_greedy(cell, eos_bias):
     dec, ctx = model(cell=cell), context()
+    with torch.no_grad():  # sentences of different lengths: rows leave the batch at different steps
+        dec.proj.bias[EOS] += eos_bias
     greedy = decode(dec, ctx, beam=1, n_best=1, max_lens=8)
+    assert len({len(g[0].tokens) for g in greedy}) > 1
     from mmdesc.search.beam import beam_search
 
     with torch.inference_mode():
@@ -72,7 +75,7 @@ def test_beam_one_equals_greedy(cell):
         torch.testing.assert_close(g[0].alpha, b[0].alpha)
 
 
-@pytest.mark.parametrize("k,lp", [(3, 0.0), (5, 1.0)])
+@pytest.mark.parametrize("k,lp", [(3, 0.0), (5, 1.0), (8, 0.5)])  # 8: 2k > V
 def test_batched_beam_matches_reference(k, lp):
     dec, ctx = model(seed=3), context(seed=4)
     batched = decode(dec, ctx, beam=k, n_best=k, max_lens=7, length_penalty=lp)
@@ -119,3 +122,16 @@ def test_length_limits_absolute_relative_and_minimum():
     for beam in (1, 3):
         out = decode(dec, ctx, beam=beam, n_best=1, max_lens=9, min_len=3)
         assert all(len(h[0].tokens) == 3 for h in out)
+
+
+def test_fused_attention_beam_matches_reference():
+    """The compiled attention score changes nothing that beam search finds."""
+    dec, ctx = model(seed=9, cell="lstm"), context(seed=10)
+    with torch.no_grad():  # a larger attention, so that the compiled loop is not trivial
+        dec.att.score.weight.mul_(3.0)
+    batched = decode(dec.fuse_attention(True), ctx, beam=4, n_best=4, max_lens=7)
+    dec.fuse_attention(False)
+    for i in range(5):
+        ref = reference_beam(dec, ctx.select(torch.tensor([i])), 4, 7, 0.0)
+        assert [h.tokens for h in batched[i]] == [r[1] for r in ref]
+        assert [h.score for h in batched[i]] == pytest.approx([r[0] for r in ref], abs=1e-4)
