@@ -36,7 +36,7 @@ QUICK_SHRINK = 16  # --quick divides the classic sizes (not the 196 positions) b
 
 # ---------------------------------------------------------------- arguments and set-up
 
-def parser(doc: str, checkpoint: bool = True) -> argparse.ArgumentParser:
+def parser(doc: str, checkpoint: bool = True, compile: bool = True) -> argparse.ArgumentParser:
     """The options every script takes; ``doc`` is the script's module docstring."""
     summary, _, details = doc.strip().partition("\n")
     p = argparse.ArgumentParser(description=summary, epilog=details.strip(),
@@ -52,6 +52,11 @@ def parser(doc: str, checkpoint: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", metavar="DIR",
                        help="a trained checkpoint or run folder: the 'default' configuration uses its "
                             "model and reader instead of the image recipe with random weights")
+    if compile:
+        p.add_argument("--compile", action="store_true",
+                       help="score additive attention with the fused, torch.compile'd loop "
+                            "(Decoder.fuse_attention; search.compile in a recipe); compiling happens "
+                            "in the untimed warm-up")
     return p
 
 
@@ -126,17 +131,18 @@ def report_peak_memory(report: "Report", config: str, device) -> None:
 class Report:
     """Prints each measurement as a JSON line at once; ``summary`` prints them as a table."""
 
-    META = ("bench", "device", "threads", "note")  # not part of a row's key in the summary
+    META = ("bench", "device", "threads", "compile", "note")  # not part of a row's key in the summary
 
     def __init__(self, bench: str, args: argparse.Namespace):
-        self.base = {"bench": bench, "device": args.device, "threads": args.threads}
+        self.base = {"bench": bench, "device": args.device, "threads": args.threads,
+                     "compile": getattr(args, "compile", False)}
         self.records: list[dict] = []
 
     def emit(self, what: str, config: str, value: float | None, unit: str | None, **params) -> dict:
         if isinstance(value, float):
             value = float(f"{value:.4g}")
         record = {"bench": self.base["bench"], "what": what, "config": config, "value": value, "unit": unit,
-                  "device": self.base["device"], "threads": self.base["threads"], **params}
+                  **{k: v for k, v in self.base.items() if k != "bench"}, **params}
         self.records.append(record)
         print(json.dumps(record), flush=True)
         return record
@@ -152,7 +158,8 @@ class Report:
             rows.setdefault(key, []).append(f"{r['what']} {value} {r['unit'] or ''}".rstrip())
         width = max((len(k) for k in rows), default=0)
         b = self.base
-        print(f"\n{b['bench']} on {b['device']}, {b['threads']} threads:", file=sys.stderr)
+        fused = ", fused attention score (--compile)" if b["compile"] else ""
+        print(f"\n{b['bench']} on {b['device']}, {b['threads']} threads{fused}:", file=sys.stderr)
         for key, figures in rows.items():
             print(f"  {key:<{width}}  " + " | ".join(figures), file=sys.stderr)
         for note in dict.fromkeys(r["note"] for r in self.records if "note" in r):
@@ -200,20 +207,24 @@ def synthetic_sources(modality: str, n: int, folder: Path) -> list:
 
 # ---------------------------------------------------------------- models
 
-def default_model(checkpoint: str | None, device):
+def default_model(checkpoint: str | None, device, compile: bool = False):
     """The 'default' configuration as a :class:`mmdesc.build.Trained`: the checkpoint's model,
-    or the image recipe's model with random weights and a tokenizer trained on synthetic captions."""
+    or the image recipe's model with random weights and a tokenizer trained on synthetic captions.
+    ``compile``: with the fused attention score."""
     from mmdesc import build
     from mmdesc.config import load_recipe
     from mmdesc.tokenize import Tokenizer
 
     if checkpoint:
-        return build.load_trained(checkpoint, device=str(device))
-    recipe = load_recipe(IMAGE_RECIPE)
-    reader = build.build_reader(recipe)
-    tokenizer = Tokenizer.train(synthetic_captions(200), kind=recipe.tokenizer.kind, vocab_size=100)
-    model = build.build_model(recipe, reader, tokenizer).to(device).eval()
-    return build.Trained(model, reader, tokenizer, recipe, {}, IMAGE_RECIPE)
+        trained = build.load_trained(checkpoint, device=str(device))
+    else:
+        recipe = load_recipe(IMAGE_RECIPE)
+        reader = build.build_reader(recipe)
+        tokenizer = Tokenizer.train(synthetic_captions(200), kind=recipe.tokenizer.kind, vocab_size=100)
+        model = build.build_model(recipe, reader, tokenizer).to(device).eval()
+        trained = build.Trained(model, reader, tokenizer, recipe, {}, IMAGE_RECIPE)
+    trained.model.decoder.fuse_attention(compile)
+    return trained
 
 
 def default_contexts(trained, batch: int, device, distinct: int = 16):
@@ -232,11 +243,12 @@ def default_contexts(trained, batch: int, device, distinct: int = 16):
     return ctx.select(torch.arange(batch, device=device) % n)
 
 
-def classic_decoder(quick: bool, device):
-    """The Show-Attend-Tell-sized decoder with random weights (sizes / 16 with ``quick``)."""
+def classic_decoder(quick: bool, device, compile: bool = False):
+    """The Show-Attend-Tell-sized decoder with random weights (sizes / 16 with ``quick``);
+    ``compile``: with the fused attention score."""
     from mmdesc.decoder import Decoder
 
-    return Decoder(**classic_sizes(quick)).to(device).eval()
+    return Decoder(**classic_sizes(quick)).to(device).eval().fuse_attention(compile)
 
 
 def classic_sizes(quick: bool) -> dict:

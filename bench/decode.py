@@ -98,7 +98,7 @@ def main() -> None:
     batches, beams = ((2,), (1, 3)) if quick else (BATCHES, BEAMS)
     length = args.length or (4 if quick else 16)
 
-    trained = default_model(args.checkpoint, device)
+    trained = default_model(args.checkpoint, device, args.compile)
     limits = {k: getattr(trained.recipe.search, k)
               for k in ("max_len", "max_len_a", "max_len_b", "min_len", "length_penalty")}
     if quick:
@@ -107,7 +107,7 @@ def main() -> None:
     contexts = functools.partial(default_contexts, trained, device=device)
     bench_config(report, args, device, name, trained.model.decoder, contexts, batches, beams, limits)
 
-    decoder = classic_decoder(quick, device)
+    decoder = classic_decoder(quick, device, args.compile)
     contexts = functools.partial(random_contexts, positions=CLASSIC_POSITIONS, dim=decoder.ctx_dim, device=device)
     bench_config(report, args, device, "classic", decoder, contexts, batches, beams, fixed_length(length))
     beam, batch = (3, 2) if quick else SEQUENTIAL

@@ -86,7 +86,7 @@ def bench_modality(report: Report, args, device, name: str, module, trained) -> 
 
 
 def main() -> None:
-    p = parser(__doc__)
+    p = parser(__doc__, compile=False)
     p.add_argument("--inputs", type=int, default=0, metavar="N",
                    help="inputs per modality (default 256, 8 with --quick)")
     p.add_argument("--batch", type=int, default=0,

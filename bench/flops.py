@@ -100,7 +100,7 @@ def main() -> None:
     peak = matmul_gflops(report, args, device)
 
     sizes = classic_sizes(args.quick)
-    decoder = classic_decoder(args.quick, device)
+    decoder = classic_decoder(args.quick, device, args.compile)
     macs = step_macs(sizes, CLASSIC_POSITIONS, decoder.use_gate)
     step_flops = 2 * sum(macs.values())
     for part, m in macs.items():

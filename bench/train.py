@@ -75,12 +75,12 @@ def main() -> None:
     args.length = args.length or (4 if args.quick else 22)
     report = Report("train", args)
 
-    trained = default_model(args.checkpoint, device)
+    trained = default_model(args.checkpoint, device, args.compile)
     ctx = default_contexts(trained, args.batch, device)
     name = "trained" if args.checkpoint else "default"
     bench_config(report, args, device, name, trained.model.decoder, ctx)
 
-    decoder = classic_decoder(args.quick, device)
+    decoder = classic_decoder(args.quick, device, args.compile)
     ctx = random_contexts(args.batch, CLASSIC_POSITIONS, decoder.ctx_dim, device)
     bench_config(report, args, device, "classic", decoder, ctx)
     report.summary()
