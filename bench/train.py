@@ -10,6 +10,11 @@ Configurations as in bench/decode.py: "default" (the image recipe's decoder with
 weights over encoded synthetic images; "trained" with --checkpoint) and "classic" (the
 Show-Attend-Tell-sized LSTM decoder over 196 random 2048-d vectors). captions_per_s =
 batch / seconds per step; peak_rss is the process's high-water mark so far.
+
+padding_fraction: the share of target positions that are padding when the references of
+synthetic scenes, tokenized by the default model's tokenizer, are cut into batches of
+--batch the way the Trainer does it (data.bucket_batches: sorted by length within chunks
+of 50 batches) and, for comparison, in random order. Padding is computed and thrown away.
 """
 from __future__ import annotations
 
@@ -64,6 +69,25 @@ def bench_config(report: Report, args, device, name: str, decoder, ctx) -> None:
     report_peak_memory(report, name, device)
 
 
+def padding(report: Report, args, tokenizer) -> None:
+    """Padding share of bucketed batches against shuffled ones, on synthetic references."""
+    import random
+
+    from common import synthetic_captions
+
+    from mmdesc.data import bucket_batches
+
+    lengths = [len(tokenizer.encode(c)) + 1 for c in synthetic_captions(100 if args.quick else 2000)]  # + EOS
+    order = list(range(len(lengths)))
+    random.Random(0).shuffle(order)
+    shuffled = [order[i:i + args.batch] for i in range(0, len(order), args.batch)]
+    for name, batches in (("bucketed", bucket_batches(lengths, args.batch, seed=0, epoch=0)), ("shuffled", shuffled)):
+        real = sum(lengths[i] for b in batches for i in b)
+        padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+        report.emit("padding_fraction", "default", 1 - real / padded, "fraction", batches=name,
+                    batch=args.batch, captions=len(lengths))
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--batch", type=int, default=0, help="captions per step (default 32, 4 with --quick)")
@@ -79,6 +103,7 @@ def main() -> None:
     ctx = default_contexts(trained, args.batch, device)
     name = "trained" if args.checkpoint else "default"
     bench_config(report, args, device, name, trained.model.decoder, ctx)
+    padding(report, args, trained.tokenizer)
 
     decoder = classic_decoder(args.quick, device, args.compile)
     ctx = random_contexts(args.batch, CLASSIC_POSITIONS, decoder.ctx_dim, device)

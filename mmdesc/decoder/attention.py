@@ -12,6 +12,7 @@ compiled by ``torch.compile`` instead, which never writes that tensor (``fused_s
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -50,6 +51,8 @@ def fused_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
     it warns once and falls back to ``additive_score``."""
     global _compiled
     if _compiled is None:
+        # compiling on a CPU-only machine logs "No CUDA runtime is found" once: not news
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         _compiled = torch.compile(_fusable_score, dynamic=True)
     if _compiled is False:
         return additive_score(keys, q, v)
