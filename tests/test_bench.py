@@ -14,16 +14,16 @@ from conftest import ROOT
 BENCH = ROOT / "bench"
 EXPECTED = {  # figures each script must report
     "decode": {"captions_per_s", "ms_per_input", "peak_rss", "speedup_vs_one_at_a_time"},
-    "train": {"captions_per_s", "ms_per_step", "peak_rss"},
+    "train": {"captions_per_s", "ms_per_step", "peak_rss", "padding_fraction"},
     "encode": {"inputs_per_s", "load_ms", "collate_ms", "encode_ms", "peak_rss"},
     "flops": {"matmul_gflops", "step_flops", "decode_step_gflops", "train_step_gflops", "fraction_of_matmul"},
 }
 
 
 @functools.cache  # each script runs once per session
-def run_quick(script: str) -> tuple[list[dict], str]:
-    r = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", "--threads", "1"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+def run_quick(script: str, *options: str) -> tuple[list[dict], str]:
+    r = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", "--threads", "1", *options],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines()], r.stderr
 
@@ -51,6 +51,21 @@ def test_quick_runs_cover_both_configurations_and_modalities():
     measured = {r["config"] for r in encode if r["what"] == "inputs_per_s"}
     skipped = {r["config"] for r in encode if r["what"] == "skipped"}
     assert {"image", "text"} <= measured and {"video", "speech"} <= measured | skipped
+
+
+def test_bucketed_batches_pad_less_than_shuffled_ones():
+    train, _ = run_quick("train")
+    waste = {r["batches"]: r["value"] for r in train if r["what"] == "padding_fraction"}
+    assert 0 <= waste["bucketed"] < waste["shuffled"] / 4
+
+
+def test_compile_option_measures_the_fused_score():
+    records, err = run_quick("flops", "--compile")
+    assert records and all(r["compile"] is True for r in records)
+    assert "fused attention score (--compile)" in err
+    assert "cannot compile" not in err  # it compiled rather than falling back
+    plain, _ = run_quick("flops")
+    assert not any(r["compile"] for r in plain)
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
