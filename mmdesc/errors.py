@@ -44,3 +44,7 @@ class DataError(MmdescError):
     """A corpus file is malformed (misaligned parallel text, bad JSON, missing files)."""
 
     exit_code = 2
+
+
+class MmdescWarning(UserWarning):
+    """Something worked, but not the way asked (the CLI prints it as one ``warning:`` line)."""

@@ -1,6 +1,7 @@
 """Shared fixtures: run the real CLI in-process, and tiny trained models (trained once per session)."""
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,11 @@ from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
+
+# torch.compile on CPU writes C++: where no compiler exists, mmdesc falls back to eager code
+# (tests/cli/test_cli.py checks that); the tests of the compiled path itself need one.
+needs_cxx = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
+                               reason="torch.compile on CPU needs a C++ compiler")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, needs_cxx
 
 BENCH = ROOT / "bench"
 EXPECTED = {  # figures each script must report
@@ -59,6 +59,7 @@ def test_bucketed_batches_pad_less_than_shuffled_ones():
     assert 0 <= waste["bucketed"] < waste["shuffled"] / 4
 
 
+@needs_cxx
 def test_compile_option_measures_the_fused_score():
     records, err = run_quick("flops", "--compile")
     assert records and all(r["compile"] is True for r in records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -50,9 +51,27 @@ def cli() -> None:
     """
 
 
+def one_line_warnings() -> None:
+    """Show mmdesc's own warnings as ``warning: ...`` on stderr, without file and line."""
+    from mmdesc.errors import MmdescWarning
+
+    default = warnings.showwarning
+    if getattr(default, "one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MmdescWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+    show.one_line = True
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> None:
     from mmdesc.errors import MmdescError
 
+    one_line_warnings()
     try:
         cli.main(args=argv, prog_name="mmdesc", standalone_mode=False)
     except MmdescError as e:

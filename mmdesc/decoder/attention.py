@@ -19,6 +19,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from mmdesc.errors import MmdescWarning
+
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     """Softmax over the last axis of ``scores`` (B, K, N) where ``mask`` (B, N) is True."""
@@ -62,7 +64,7 @@ def fused_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
         _compiled = False
         reason = str(err).strip().splitlines()[0][:200]
         warnings.warn(f"cannot compile the fused attention score, using the eager one: {reason}",
-                      RuntimeWarning, stacklevel=2)
+                      MmdescWarning, stacklevel=2)
         return additive_score(keys, q, v)
 
 

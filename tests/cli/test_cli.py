@@ -1,11 +1,12 @@
 """The CLI end to end, on generated media: what a user sees."""
 import json
+import os
 import subprocess
 import sys
 
 from PIL import Image
 
-from conftest import RECIPES, mmdesc
+from conftest import RECIPES, mmdesc, needs_cxx
 
 
 def test_help_does_not_import_torch():
@@ -64,6 +65,7 @@ def test_describe_a_folder(tiny_image_run, tiny_data, tmp_path):
     assert r.code == 0 and len(r.out.strip().splitlines()) == 3
 
 
+@needs_cxx
 def test_describe_compile_gives_the_same_captions(tiny_image_run, tiny_data, monkeypatch):
     """--compile swaps in the fused attention score; what the user reads stays the same."""
     from mmdesc.decoder import attention
@@ -78,6 +80,18 @@ def test_describe_compile_gives_the_same_captions(tiny_image_run, tiny_data, mon
     assert calls and attention._compiled not in (None, False)
     texts = [[h["text"] for h in r["hypotheses"]] for r in json.loads(plain.out)]
     assert texts == [[h["text"] for h in r["hypotheses"]] for r in json.loads(fused.out)]
+
+
+def test_compile_without_a_cxx_compiler_warns_once_and_still_describes(tiny_image_run, tiny_data, tmp_path):
+    img = tiny_data / "images" / "test_000003.png"
+    plain = mmdesc("describe", img, "-c", tiny_image_run)
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-g++"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "mmdesc", "describe", str(img), "-c", str(tiny_image_run), "--compile"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain.out
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "cannot compile the fused attention score" in warned[0], r.stderr
 
 
 def test_evaluate_reports_text_metrics_and_grounding(tiny_image_run, tiny_data):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mmdesc.contexts import ContextSet
+from conftest import needs_cxx
 from mmdesc.decoder import Decoder, doubly_stochastic_penalty
 
 
@@ -77,6 +78,7 @@ def test_doubly_stochastic_penalty():
     assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == pytest.approx(1 / 3)  # the unattended third cell
 
 
+@needs_cxx
 def test_fused_attention_score_equals_eager_values_and_gradients():
     """The compiled score (``fuse_attention``) is the same function: forward and backward."""
     from mmdesc.decoder import attention

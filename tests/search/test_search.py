@@ -6,6 +6,7 @@ import torch
 
 from mmdesc.contexts import ContextSet
 from mmdesc.decoder import Decoder
+from conftest import needs_cxx
 from mmdesc.search import decode, length_norm, output_limits
 
 BOS, EOS, V = 1, 2, 13
@@ -124,6 +125,7 @@ def test_length_limits_absolute_relative_and_minimum():
         assert all(len(h[0].tokens) == 3 for h in out)
 
 
+@needs_cxx
 def test_fused_attention_beam_matches_reference():
     """The compiled attention score changes nothing that beam search finds."""
     dec, ctx = model(seed=9, cell="lstm"), context(seed=10)
