@@ -126,8 +126,8 @@ class Decoder(nn.Module):
     def init_state(self, pctx: PreparedContext, k: int = 1) -> State:
         """Initial state (B, K, H) from the mean of the real context vectors (or zeros)."""
         b = pctx.vectors.shape[0]
-        m = pctx.mask.unsqueeze(-1).to(pctx.vectors.dtype)  # (B, N, 1)
-        mean = (pctx.vectors * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
+        m = pctx.mask.unsqueeze(1).to(pctx.vectors.dtype)  # (B, 1, N)
+        mean = torch.bmm(m, pctx.vectors).squeeze(1) / m.sum(2).clamp(min=1.0)  # (B, 1, N) @ (B, N, D) -> (B, D)
         if self.init_mode == "zero":
             mean = torch.zeros_like(mean)
         state = {"h": torch.tanh(self.init_h(mean))}

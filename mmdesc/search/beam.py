@@ -55,9 +55,11 @@ def gather_beams(x: Tensor, index: Tensor) -> Tensor:
 
 
 def expand(logprobs: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Best 2k continuations: logprobs (B, K, V), scores (B, K) -> scores, beam, token, each (B, 2k)."""
+    """Best 2k continuations: logprobs (B, K, V), scores (B, K) -> scores, beam, token, each (B, 2k).
+
+    ``logprobs`` is overwritten with the candidates' cumulative scores."""
     b, width, v = logprobs.shape
-    cand = (scores[:, :, None] + logprobs).view(b, width * v)  # (B, K, V) -> (B, K*V)
+    cand = logprobs.add_(scores[:, :, None]).view(b, width * v)  # in place; (B, K, V) -> (B, K*V)
     top, idx = cand.topk(min(2 * k, width * v), dim=1)
     return top, idx // v, idx % v
 
