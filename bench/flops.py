@@ -23,7 +23,7 @@ from common import (CLASSIC_POSITIONS, Report, classic_decoder, classic_sizes, m
                     random_contexts, setup)
 
 TRAIN_NOTE = ("training FLOPs = 3 x forward FLOPs (backward = 2 x forward); forward = length x step_flops "
-              "+ the attention keys N x D x A + the initial state 2 x D x H per caption; "
+              "+ the attention keys N x D x A + the initial state N x D + 2 x D x H per caption; "
               "elementwise ops, softmax and the optimizer not counted")
 
 
@@ -36,8 +36,9 @@ def step_macs(s: dict, positions: int, gate: bool) -> dict[str, int]:
 
 
 def input_macs(s: dict, positions: int) -> int:
-    """Multiply-adds done once per input: attention keys and the LSTM's initial h and m."""
-    return positions * s["ctx_dim"] * s["att"] + 2 * s["ctx_dim"] * s["hidden"]
+    """Multiply-adds done once per input: attention keys, the mean context (a masked sum over
+    the positions) and the LSTM's initial h and m from it."""
+    return positions * s["ctx_dim"] * s["att"] + positions * s["ctx_dim"] + 2 * s["ctx_dim"] * s["hidden"]
 
 
 def matmul_gflops(report: Report, args, device) -> float:
