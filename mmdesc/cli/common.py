@@ -16,9 +16,9 @@ def search_options(f):
     @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Inputs decoded together. [recipe's]")
     @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
     @click.option("--compile/--no-compile", "compile_", default=None,
-                  help="Run additive attention's score as one loop compiled by torch.compile: about "
-                       "2x faster decoding of large models; the first batch waits ~10 s to compile. "
-                       "[recipe's]")
+                  help="Run additive attention's score as one loop compiled by torch.compile: up to "
+                       "2x faster decoding of large batches over many positions (images); the first "
+                       "batch waits ~10 s to compile. [recipe's]")
     @functools.wraps(f)
     def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
