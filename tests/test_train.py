@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import RECIPES, mmdesc
+from conftest import RECIPES, mmdesc, needs_cxx
 from mmdesc import checkpoint
 from mmdesc.config import load_recipe
 from mmdesc.errors import DataError, MmdescError
@@ -86,6 +86,24 @@ def test_non_finite_loss_steps_are_skipped_then_training_stops(tiny_data, tmp_pa
         assert torch.equal(v, before[k]) or torch.isnan(v).all(), k  # no optimizer step was taken
     with pytest.raises(MmdescError, match="diverged"):
         t.step([0, 1, 2])
+
+
+@needs_cxx
+def test_train_compile_trains_through_the_fused_score(tiny_data, tmp_path, monkeypatch):
+    from mmdesc.decoder import attention
+    from mmdesc.train import Trainer
+
+    calls, compiled = [], attention.fused_score
+    monkeypatch.setattr(attention, "fused_score", lambda *a: calls.append(1) or compiled(*a))
+    plain = load_recipe(RECIPES / "tiny" / "image.yaml", [f"data.root={tiny_data}", f"out={tmp_path / 'a'}"])
+    assert not Trainer(plain, say=lambda m: None, resume=False).model.decoder.att.fused
+    r = load_recipe(RECIPES / "tiny" / "image.yaml",
+                    [f"data.root={tiny_data}", f"out={tmp_path / 'b'}", "train.compile=true"])
+    t = Trainer(r, say=lambda m: None, resume=False)
+    before = t.model.decoder.att.query.weight.detach().clone()
+    t.step([0, 1, 2])
+    assert calls and t.progress.bad_steps == 0
+    assert not torch.equal(t.model.decoder.att.query.weight, before)  # gradients flowed through it
 
 
 def test_unreadable_training_files_stop_training_unless_skip_bad(tiny_data, tmp_path):
