@@ -1,7 +1,7 @@
 """Translation through the real CLI: arguments, streaming stdin, empty and over-long lines."""
 import json
 
-from conftest import RECIPES, mmdesc
+from conftest import RECIPES, mmdesc, needs_cxx
 
 
 def test_translate_arguments_and_json(tiny_text_run):
@@ -47,6 +47,18 @@ def test_evaluate_translation_reports_bleu_signature_and_aer(tiny_text_run):
     assert "nrefs:1" in res["bleu_signature"] or "nrefs:var" in res["bleu_signature"]
     table = mmdesc("evaluate", "-c", tiny_text_run)
     assert "AER" in table.out and "bleu: nrefs" in table.out
+
+
+@needs_cxx
+def test_translate_and_evaluate_compile_change_nothing_the_user_reads(tiny_text_run):
+    text = "a small red circle\na large blue star above a small green cross\n"
+    plain = mmdesc("translate", "-c", tiny_text_run, input=text)
+    fused = mmdesc("translate", "-c", tiny_text_run, "--compile", input=text)
+    assert plain.code == fused.code == 0, fused.err
+    assert fused.out == plain.out and len(fused.out.splitlines()) == 2
+    scores = [json.loads(mmdesc("evaluate", "-c", tiny_text_run, "--json", *flag).out)
+              for flag in ((), ("--compile",))]
+    assert scores[0]["bleu4"] == scores[1]["bleu4"] and scores[0]["aer"] == scores[1]["aer"]
 
 
 def test_user_parallel_files_train_without_code_changes(tmp_path):
