@@ -51,6 +51,7 @@ from types import ModuleType
 _MODULES = {
     "image": "mmdesc.modalities.image",
     "text": "mmdesc.modalities.text",
+    "video": "mmdesc.modalities.video",
 }
 
 

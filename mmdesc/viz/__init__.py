@@ -5,7 +5,8 @@
 
 - ``grid``   (images): the image, then one panel per word with its heatmap (``viz/grid.py``);
 - ``tokens`` (text): the output-word x source-token matrix (``viz/tokens.py``);
-- ``time``   (video, speech): one strip per word on a time axis (``viz/timeline.py``).
+- ``time``   (video, speech): one strip per word on a time axis (``viz/timeline.py``);
+- ``time_grid`` (time segments x grid cells): the same, each segment's cells summed.
 """
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ from typing import Any, Callable, Sequence
 
 from mmdesc.viz.canvas import colormap
 from mmdesc.viz.grid import draw_grid
-from mmdesc.viz.timeline import draw_time
+from mmdesc.viz.timeline import draw_time, draw_time_grid
 from mmdesc.viz.tokens import draw_tokens
 
-__all__ = ["DRAWERS", "colormap", "draw_attention", "draw_grid", "draw_time", "draw_tokens"]
+__all__ = ["DRAWERS", "colormap", "draw_attention", "draw_grid", "draw_time", "draw_time_grid", "draw_tokens"]
 
 DRAWERS: dict[str, Callable[..., Path]] = {
     "grid": draw_grid,
     "tokens": draw_tokens,
     "time": draw_time,
+    "time_grid": draw_time_grid,
 }
 
 
