@@ -48,6 +48,7 @@ SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".
 BACKBONES = ("small", "r3d_18", "mc3_18", "r2plus1d_18", "frames")
 VIDEO_NETS = ("r3d_18", "mc3_18", "r2plus1d_18")  # torchvision.models.video
 FINETUNES = ("all", "top", "none")
+TEMPORALS = ("gru", "conv", "none")
 MIN_SEEK_GAP = 1.0  # seconds: closer targets are reached by decoding on, not by seeking
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # what torchvision's video weights were trained with
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -81,7 +82,8 @@ class EncoderConfig:
     grid: int = 1  # grid x grid spatial positions per time step (1: positions on the time axis only)
     pool: int = 4  # each position's vector projects a pool x pool map of its cell
     dim: int = 128
-    temporal: int = 1  # residual temporal convolutions over the positions
+    temporal: Literal["gru", "conv", "none"] = "gru"  # what relates the positions in time (residual)
+    temporal_layers: int = 1
     pretrained: bool = False
     weights: str = ""
     finetune: Literal["all", "top", "none"] = "all"
@@ -92,8 +94,8 @@ class EncoderConfig:
                  if not getattr(self, n) > 0]
         if self.time_stride not in (1, 2, 4):
             found.append(f"time_stride: must be 1, 2 or 4, got {self.time_stride}")
-        if self.temporal < 0:
-            found.append(f"temporal: must be >= 0, got {self.temporal}")
+        if self.temporal_layers < 0:
+            found.append(f"temporal_layers: must be >= 0, got {self.temporal_layers}")
         if not 0 <= self.dropout < 1:
             found.append(f"dropout: must be in [0, 1), got {self.dropout}")
         return found
@@ -201,6 +203,7 @@ class _Decoded:
         self.times: list[float] = []
         self.arrays: list[np.ndarray] = []
         self.last: float | None = None  # time of the last frame decoded
+        self.short = False  # the stream ended well before the last target
         self.broken: str = ""  # the decoder's complaint, when it stopped on bad data
 
 
@@ -254,9 +257,11 @@ def sample_frames(container, stream, targets: Sequence[float], convert: Callable
             out.broken = _short(e)
         if not ahead:
             break
-    while k < len(targets) and prev is not None:  # the stream ended (or broke) before these targets
-        take(prev)
-        k += 1
+    if k < len(targets) and prev is not None:  # the stream ended (or broke) before these targets
+        out.short = targets[-1] - prev[0] > 1.5 / rate
+        while k < len(targets):
+            take(prev)
+            k += 1
     return out
 
 
@@ -390,7 +395,8 @@ class Reader:
         def convert(frame) -> np.ndarray:
             if turns[0] is None:
                 turns[0] = _rotation(frame)
-            a = scaler.reformat(frame, width=s, height=s, format="rgb24", interpolation="AREA").to_ndarray()  # (S, S, 3)
+            a = scaler.reformat(frame, width=s, height=s, format="rgb24", interpolation="AREA")
+            a = a.to_ndarray()  # (S, S, 3)
             return np.rot90(a, turns[0]) if turns[0] else a
 
         try:
@@ -408,7 +414,7 @@ class Reader:
             raise MediaError(path, f"no decodable video frames{why}")
         times = [t - head.start for t in got.times]
         end = (got.last - head.start + 1.0 / head.rate) if got.last is not None else duration
-        if got.broken or (head.duration is not None and end < duration - max(2.0 / head.rate, 0.05 * duration)):
+        if got.broken or got.short:
             what = f"decoding stopped ({got.broken})" if got.broken else "the frames end"
             warnings.warn(f"{path}: {what} at {end:.2f} s of {duration:.2f} s; the rest repeats the last frame",
                           MmdescWarning, stacklevel=2)
@@ -510,7 +516,10 @@ def backdrop(source: str, layout, height: int = 72):
             continue
         img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
         cut = max(0, (img.width - (x1 - x0)) // 2)
-        tile = img.crop((cut, 0, cut + (x1 - x0), img.height)) if img.width > x1 - x0 else img.resize((x1 - x0, thumb_h))
+        if img.width > x1 - x0:
+            tile = img.crop((cut, 0, cut + (x1 - x0), img.height))
+        else:
+            tile = img.resize((x1 - x0, thumb_h))
         strip.paste(tile, (x0, 0))
     return strip
 
@@ -599,11 +608,10 @@ def build_backbone(backbone: str, frame_backbone: str, channels: int, time_strid
             raise ConfigError("encoder.pretrained: the small video backbone has no pretrained weights (train it "
                               "from scratch, or use backbone: frames with a pretrained frame_backbone)")
         return SmallR2Plus1D(channels, time_stride)
+    path = weights or (image._torchvision_cached(backbone) if pretrained else "")  # never downloads
     trunk = VideoResNetTrunk(backbone)
-    if weights:
-        image.load_trunk_weights(trunk, weights)
-    elif pretrained:
-        image.load_trunk_weights(trunk, image._torchvision_cached(backbone))
+    if path:
+        image.load_trunk_weights(trunk, path)
     return trunk
 
 
@@ -631,22 +639,33 @@ class Encoder(nn.Module):
     The backbone's map (B, C, T', h, w) is average-pooled to (grid·pool) x (grid·pool) cells;
     each of the grid x grid cells becomes one position per time step, its pool x pool map
     projected to ``dim`` (so a position still knows where in its cell things are, which is
-    what tells "moves left" from "moves right"). Then ``temporal`` residual convolutions over
-    time (kernel 3) and a learned embedding of the time step (and cell) are added.
-    Positions are time-major: n = t * grid² + cell.
+    what tells "moves left" from "moves right"). Then, per cell, ``temporal_layers`` residual
+    layers relate the time steps: a bidirectional GRU (``gru``: every position learns what
+    happens before and after it, e.g. whether more events follow) or a 3-step convolution
+    (``conv``); a learned embedding of the time step (and cell) is added and the vectors are
+    layer-normalised. Positions are time-major: n = t * grid² + cell.
     """
 
     def __init__(self, max_frames: int, backbone: str = "small", frame_backbone: str = "small", channels: int = 64,
-                 time_stride: int = 2, grid: int = 1, pool: int = 4, dim: int = 128, temporal: int = 1,
-                 pretrained: bool = False, weights: str = "", finetune: str = "all", dropout: float = 0.0):
+                 time_stride: int = 2, grid: int = 1, pool: int = 4, dim: int = 128, temporal: str = "gru",
+                 temporal_layers: int = 1, pretrained: bool = False, weights: str = "", finetune: str = "all",
+                 dropout: float = 0.0):
         super().__init__()
         if finetune not in FINETUNES:
             raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
+        if temporal not in TEMPORALS:
+            raise ValueError(f"temporal: {temporal!r} is not one of {{{', '.join(TEMPORALS)}}}")
         self.backbone = build_backbone(backbone, frame_backbone, channels, time_stride, pretrained, weights)
         self.grid, self.pool = grid, pool
         c = self.backbone.channels
         self.proj = nn.Linear(c * pool * pool, dim)
-        self.temporal = nn.ModuleList(nn.Conv1d(dim, dim, 3, padding=1) for _ in range(temporal))
+        self.temporal = temporal if temporal_layers else "none"
+        if self.temporal == "gru":
+            self.rnn = nn.GRU(dim, dim, num_layers=temporal_layers, batch_first=True, bidirectional=True)
+            self.merge = nn.Linear(2 * dim, dim)
+        elif self.temporal == "conv":
+            self.convs = nn.ModuleList(nn.Conv1d(dim, dim, 3, padding=1) for _ in range(temporal_layers))
+        self.norm = nn.LayerNorm(dim)
         self.time = nn.Parameter(torch.randn(max(1, max_frames), dim) * 0.02)
         self.cell = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
         self.dropout = nn.Dropout(dropout)
@@ -671,30 +690,46 @@ class Encoder(nn.Module):
         f = self.backbone(x)  # (B, C, T', h, w)
         b, c, t_out = f.shape[:3]
         g, p = self.grid, self.pool
+        layouts, real = self._layouts(batch, t_out, x.shape[2])
         f = F.adaptive_avg_pool3d(f, (t_out, g * p, g * p))  # (B, C, T', g*p, g*p)
         f = f.reshape(b, c, t_out, g, p, g, p)  # (B, C, T', g*p, g*p) -> (B, C, T', g, p, g, p)
-        f = f.permute(0, 2, 3, 5, 1, 4, 6).reshape(b, t_out, g * g, c * p * p)  # -> (B, T', g*g, C*p*p)
-        v = self.proj(f)  # (B, T', g*g, D)
-        v = v.permute(0, 2, 3, 1).reshape(b * g * g, -1, t_out)  # (B, T', g*g, D) -> (B*g*g, D, T')
-        for conv in self.temporal:
-            v = v + F.relu(conv(v))  # (B*g*g, D, T')
-        v = v.reshape(b, g * g, -1, t_out).permute(0, 3, 1, 2)  # (B*g*g, D, T') -> (B, T', g*g, D)
+        f = f.permute(0, 3, 5, 2, 1, 4, 6).reshape(b * g * g, t_out, c * p * p)  # -> (B*g*g, T', C*p*p)
+        v = self._relate(self.proj(f), real.repeat_interleave(g * g))  # (B*g*g, T', D)
+        v = v.reshape(b, g * g, t_out, -1).transpose(1, 2)  # (B*g*g, T', D) -> (B, T', g*g, D)
         time = self.time[torch.arange(t_out, device=v.device).clamp(max=self.time.shape[0] - 1)]  # (T', D)
-        v = v + time[:, None, :] + self.cell[None, :, :]  # (B, T', g*g, D)
+        v = self.norm(v + time[:, None, :] + self.cell[None, :, :])  # (B, T', g*g, D)
         v = self.dropout(v.reshape(b, t_out * g * g, -1))  # (B, T', g*g, D) -> (B, T'*g*g, D)
+        steps = torch.arange(t_out, device=v.device)[None, :] < real.to(v.device)[:, None]  # (B, T')
+        mask = steps[:, :, None].expand(b, t_out, g * g).reshape(b, t_out * g * g)  # (B, T', g*g) -> (B, N)
+        return ContextSet(v, mask, layouts)
 
-        t_in = x.shape[2]
+    def _relate(self, v: Tensor, lengths: Tensor) -> Tensor:
+        """Residual temporal layers over (N, T', D) sequences of ``lengths`` real steps."""
+        if self.temporal == "gru":
+            from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+            packed = pack_padded_sequence(v, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=v.shape[1])  # (N, T', 2D)
+            return v + self.merge(out)
+        if self.temporal == "conv":
+            u = v.transpose(1, 2)  # (N, T', D) -> (N, D, T')
+            for conv in self.convs:
+                u = u + F.relu(conv(u))
+            return u.transpose(1, 2)  # (N, D, T') -> (N, T', D)
+        return v
+
+    def _layouts(self, batch: dict, t_out: int, t_in: int) -> tuple[list, Tensor]:
+        """Each clip's layout and (B,) number of real time steps."""
+        g = self.grid
         lengths, durations = batch["lengths"].tolist(), batch["durations"].tolist()
         spans, sizes = batch["spans"].cpu(), batch["sizes"].tolist()
         layouts, real = [], []
-        for i in range(b):
+        for i in range(len(lengths)):
             time_layout = TimeLayout(position_spans(spans[i], lengths[i], t_out, t_in), durations[i])
             real.append(len(time_layout))
             layouts.append(time_layout if g == 1 else
                            TimeGridLayout(time_layout, GridLayout.regular((g, g), tuple(sizes[i]))))
-        steps = torch.arange(t_out, device=v.device)[None, :] < torch.tensor(real, device=v.device)[:, None]  # (B, T')
-        mask = steps[:, :, None].expand(b, t_out, g * g).reshape(b, t_out * g * g)  # (B, T', g*g) -> (B, N)
-        return ContextSet(v, mask, layouts)
+        return layouts, torch.tensor(real, dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -922,8 +957,8 @@ def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: i
             clip = plan_clip(scene, motion)
             write_mp4(root / "videos" / f"{sid}.mp4", render_clip(clip, motion))
             refs, regions = clip_captions(clip), clip_regions(clip)
-            events = [{"object": e.obj, "action": e.action, "span": [round(e.start, 3), round(e.end, 3)]}
-                      for e in clip.events]
+            events = [{"object": e.obj, "action": e.action, "span": [round(e.start, 3), round(e.end, 3)],
+                       "shift": [round(e.dx, 2), round(e.dy, 2)]} for e in clip.events]
             videos.append({"video_id": sid, "id": len(videos), "split": SYNTH_SPLITS[split], "category": 0,
                            "url": "", "start time": 0.0, "end time": clip.duration, "events": events,
                            "regions": regions})
@@ -946,3 +981,24 @@ def bench_inputs(root: Path, n: int) -> list[str]:
         write_mp4(path, render_clip(plan_clip(synth.sample_scene(rng, 64), rng), rng))
         paths.append(str(path))
     return paths
+
+
+def bench_extra(root: Path, quick: bool = False) -> dict[str, list[str]]:
+    """A long file for bench/encode.py: 640 x 480 H.264 at 30 fps, a key frame every 2 s (as phones
+    and streaming sites write them), 60 s long (6 s with ``quick``); a textured, panning picture."""
+    import av
+
+    seconds, w, h, fps = (6 if quick else 60), 640, 480, 30
+    path = Path(root) / f"pan_{w}x{h}_{seconds}s.mp4"
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (h // 8 + 2, (w + 2 * fps * seconds) // 8 + 2, 3), dtype=np.uint8)
+    texture = np.kron(texture, np.ones((8, 8, 1), np.uint8))  # (H', W', 3): 8 px blocks
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23", "g": str(2 * fps)}
+        for i in range(seconds * fps):
+            a = np.ascontiguousarray(texture[:h, 2 * i:2 * i + w])  # panning 2 px a frame
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")))
+        out.mux(stream.encode())
+    return {f"{w}x{h}_{seconds}s": [str(path)]}

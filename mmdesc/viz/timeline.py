@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from mmdesc.viz import canvas as cv
 
@@ -14,7 +13,6 @@ AXIS_W = 640  # width of the time axis, px
 BAND = 22     # height of one word's strip, px
 GAP = 6       # between strips, px
 TRACK = (244, 244, 244)
-BACKDROP_MAX_H = 160  # px: the backdrop keeps its aspect ratio up to this height
 
 
 def nice_step(span: float, target: int = 8) -> float:
@@ -34,14 +32,11 @@ def _tick_label(t: float, step: float) -> str:
     return f"{t:.{decimals}f}"
 
 
-def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
-              backdrop: Any = None) -> Path:
+def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path) -> Path:
     """A strip per word over [0, duration]; each segment shaded by its attention.
 
     Shading is normalised per word (the word's peak is darkest) and the peak segment is
     framed. ``source`` (a media path) only names the picture. alpha: (T_words, N).
-    ``backdrop``: a picture of the input along its time axis (key frames, a spectrogram),
-    stretched over [0, duration] above the strips.
     """
     a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))  # (T_words, N)
     spans = np.array(layout.spans, dtype=np.float64).reshape(-1, 2)  # (N, 2)
@@ -56,10 +51,6 @@ def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
     subtitle = f"{Path(source).name} \u2014 {duration:g} s, {len(layout)} segments, shade normalised per word"
     sub_lines = cv.wrap(subtitle, small, width - 2 * cv.MARGIN)
     head_h = (len(title) * cv.line_height(title_font) + len(sub_lines) * cv.line_height(small) + 10)
-    if backdrop is not None:
-        back_h = max(1, min(BACKDROP_MAX_H, round(backdrop.height * AXIS_W / max(backdrop.width, 1))))
-        strip = backdrop.convert("RGB").resize((AXIS_W, back_h), Image.Resampling.BICUBIC)
-        head_h += back_h + GAP
     bands_h = len(words) * (BAND + GAP)
     axis_h = 8 + cv.line_height(small) + 4 + cv.line_height(small)
     height = 2 * cv.MARGIN + head_h + bands_h + axis_h
@@ -71,9 +62,6 @@ def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
 
     x0, top = cv.MARGIN + row_w, cv.MARGIN + head_h
     px = AXIS_W / duration  # pixels per second
-    if backdrop is not None:
-        page.paste(strip, (x0, top - GAP - strip.height))
-        draw.rectangle((x0, top - GAP - strip.height, x0 + AXIS_W, top - GAP - 1), outline=cv.RULE)
 
     def xpos(t: float) -> float:
         return x0 + min(max(t, 0.0), duration) * px
@@ -111,8 +99,10 @@ def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
 
 def draw_time_grid(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
                    backdrop: Any = None) -> Path:
-    """Attention over time segments x grid cells, drawn on the time axis: each word's
-    attention summed over the cells of a segment. alpha: (T_words, N)."""
+    """Attention over time segments x grid cells (``layout.time``, ``layout.grid``), drawn on the
+    time axis: each word's attention summed over the cells of a segment. alpha: (T_words, N)."""
     a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))  # (T_words, N)
-    per_time = a.reshape(a.shape[0], len(layout.time), len(layout.grid)).sum(axis=2)  # (T_words, T, cells) -> (T_words, T)
+    per_time = a.reshape(a.shape[0], len(layout.time), -1).sum(axis=2)  # (T_words, T * cells) -> (T_words, T)
+    if backdrop is None:
+        return draw_time(layout.time, source, words, per_time, out_path)
     return draw_time(layout.time, source, words, per_time, out_path, backdrop=backdrop)
