@@ -205,6 +205,21 @@ def test_bad_inputs_are_one_line_media_errors(clips, tmp_path):
     assert all(video.claims(p) for p in clips.values())
 
 
+def test_zero_decodable_frames_is_an_error_and_4k_is_read(clips, tmp_path):
+    data = bytearray(clips["a.mp4"].read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    data[start:end] = bytes(end - start)  # the header is intact, every frame is zeros
+    (tmp_path / "zeroed.mp4").write_bytes(bytes(data))
+    reader = Reader(frames=4, size=16)
+    assert reader.probe(tmp_path / "zeroed.mp4") == 4  # the header alone looks fine
+    with pytest.raises(MediaError, match=r"zeroed\.mp4: no decodable video frames"):
+        reader.load(tmp_path / "zeroed.mp4")
+    uhd = write_clip(tmp_path / "uhd.avi", "mpeg4", n=3, w=3840, h=2160, fmt="avi")
+    item = reader.load(uhd)  # scaled by FFmpeg's scaler, frame by frame
+    assert item["size"] == (3840, 2160) and item["frames"].shape == (4, 3, 16, 16)
+    assert level(item["frames"])[0] == 0 and level(item["frames"])[-1] == 2
+
+
 def test_a_truncated_stream_keeps_its_decodable_frames(clips, tmp_path):
     data = clips["b.webm"].read_bytes()
     path = tmp_path / "half.webm"
