@@ -84,6 +84,7 @@ class EncoderConfig:
     dim: int = 128
     temporal: Literal["gru", "conv", "none"] = "gru"  # what relates the positions in time (residual)
     temporal_layers: int = 1
+    summary: bool = False  # add a summary of the whole clip to every position (see Encoder)
     pretrained: bool = False
     weights: str = ""
     finetune: Literal["all", "top", "none"] = "all"
@@ -531,27 +532,34 @@ def backdrop(source: str, layout, height: int = 72):
 
 
 class Conv2Plus1D(nn.Sequential):
-    """A 3 x 3 spatial convolution, then a 3-frame temporal one, each with BN and ReLU (Tran et al. 2018)."""
+    """A 3 x 3 spatial convolution, then (with ``time_kernel`` 3 or a temporal stride) a temporal
+    one across frames, each with BN and ReLU (Tran et al. 2018, "A Closer Look at Spatiotemporal
+    Convolutions")."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, time_stride: int = 1):
-        super().__init__(
-            nn.Conv3d(cin, cout, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False), nn.BatchNorm3d(cout),
-            nn.ReLU(inplace=True),
-            nn.Conv3d(cout, cout, (3, 1, 1), (time_stride, 1, 1), (1, 0, 0), bias=False), nn.BatchNorm3d(cout),
-            nn.ReLU(inplace=True))
+    def __init__(self, cin: int, cout: int, stride: int = 1, time_stride: int = 1, time_kernel: int = 3):
+        layers = [nn.Conv3d(cin, cout, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
+                  nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+        if time_kernel > 1 or time_stride > 1:
+            k = max(time_kernel, 3)
+            layers += [nn.Conv3d(cout, cout, (k, 1, 1), (time_stride, 1, 1), (k // 2, 0, 0), bias=False),
+                       nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
 
 
 class SmallR2Plus1D(nn.Module):
-    """Three stages of (2+1)-D convolutions, spatial stride 8, temporal stride ``time_stride``,
-    widths c/4, c/2, c. Cheap enough to train from scratch on CPU: 16 x 64 x 64 -> 8 x 8 x 8."""
+    """Three stages, spatial stride 8, temporal stride ``time_stride``, widths c/4, c/2, c:
+    a 2-D stage, then two stages whose first block also convolves 3 frames. Cheap enough to
+    train from scratch on CPU (16 x 64 x 64 -> 8 x 8 x 8), and each output position sees
+    7 frames around its own (5 with time_stride 1): enough to see motion, local enough for
+    attention to find when something happens."""
 
     def __init__(self, channels: int = 64, time_stride: int = 2):
         super().__init__()
         c1, c2, c3 = max(1, channels // 4), max(1, channels // 2), channels
         t2, t3 = (1, 1) if time_stride == 1 else (2, 1) if time_stride == 2 else (2, 2)
-        self.stage1 = Conv2Plus1D(3, c1, 2)
-        self.stage2 = nn.Sequential(Conv2Plus1D(c1, c2, 2, t2), Conv2Plus1D(c2, c2))
-        self.stage3 = nn.Sequential(Conv2Plus1D(c2, c3, 2, t3), Conv2Plus1D(c3, c3))
+        self.stage1 = Conv2Plus1D(3, c1, 2, time_kernel=1)
+        self.stage2 = nn.Sequential(Conv2Plus1D(c1, c2, 2, t2), Conv2Plus1D(c2, c2, time_kernel=1))
+        self.stage3 = nn.Sequential(Conv2Plus1D(c2, c3, 2, t3), Conv2Plus1D(c3, c3, time_kernel=1))
         self.channels = c3
         self.stages = ("stage1", "stage2", "stage3")
         self.top = 1
@@ -642,14 +650,17 @@ class Encoder(nn.Module):
     what tells "moves left" from "moves right"). Then, per cell, ``temporal_layers`` residual
     layers relate the time steps: a bidirectional GRU (``gru``: every position learns what
     happens before and after it, e.g. whether more events follow) or a 3-step convolution
-    (``conv``); a learned embedding of the time step (and cell) is added and the vectors are
-    layer-normalised. Positions are time-major: n = t * grid² + cell.
+    (``conv``: positions stay local). ``summary`` adds one vector to every position: what a
+    bidirectional GRU read over the whole clip (how many things happen, in which order), which
+    reaches the decoder through every attended context and its initial (mean) state while the
+    positions' differences stay local. A learned embedding of the time step (and cell) is added
+    and the vectors are layer-normalised. Positions are time-major: n = t * grid² + cell.
     """
 
     def __init__(self, max_frames: int, backbone: str = "small", frame_backbone: str = "small", channels: int = 64,
                  time_stride: int = 2, grid: int = 1, pool: int = 4, dim: int = 128, temporal: str = "gru",
-                 temporal_layers: int = 1, pretrained: bool = False, weights: str = "", finetune: str = "all",
-                 dropout: float = 0.0):
+                 temporal_layers: int = 1, summary: bool = False, pretrained: bool = False, weights: str = "",
+                 finetune: str = "all", dropout: float = 0.0):
         super().__init__()
         if finetune not in FINETUNES:
             raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
@@ -665,6 +676,8 @@ class Encoder(nn.Module):
             self.merge = nn.Linear(2 * dim, dim)
         elif self.temporal == "conv":
             self.convs = nn.ModuleList(nn.Conv1d(dim, dim, 3, padding=1) for _ in range(temporal_layers))
+        self.summary = nn.GRU(dim, dim, batch_first=True, bidirectional=True) if summary else None
+        self.summary_proj = nn.Linear(2 * dim, dim) if summary else None
         self.norm = nn.LayerNorm(dim)
         self.time = nn.Parameter(torch.randn(max(1, max_frames), dim) * 0.02)
         self.cell = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
@@ -695,6 +708,8 @@ class Encoder(nn.Module):
         f = f.reshape(b, c, t_out, g, p, g, p)  # (B, C, T', g*p, g*p) -> (B, C, T', g, p, g, p)
         f = f.permute(0, 3, 5, 2, 1, 4, 6).reshape(b * g * g, t_out, c * p * p)  # -> (B*g*g, T', C*p*p)
         v = self._relate(self.proj(f), real.repeat_interleave(g * g))  # (B*g*g, T', D)
+        if self.summary is not None:
+            v = v + self._summary(v, real.repeat_interleave(g * g))[:, None, :]  # (B*g*g, T', D)
         v = v.reshape(b, g * g, t_out, -1).transpose(1, 2)  # (B*g*g, T', D) -> (B, T', g*g, D)
         time = self.time[torch.arange(t_out, device=v.device).clamp(max=self.time.shape[0] - 1)]  # (T', D)
         v = self.norm(v + time[:, None, :] + self.cell[None, :, :])  # (B, T', g*g, D)
@@ -717,6 +732,15 @@ class Encoder(nn.Module):
                 u = u + F.relu(conv(u))
             return u.transpose(1, 2)  # (N, D, T') -> (N, T', D)
         return v
+
+    def _summary(self, v: Tensor, lengths: Tensor) -> Tensor:
+        """(N, T', D) sequences of ``lengths`` real steps -> (N, D): the last states of a
+        bidirectional GRU that read each of them forwards and backwards."""
+        from torch.nn.utils.rnn import pack_padded_sequence
+
+        packed = pack_padded_sequence(v, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, last = self.summary(packed)  # (2, N, D): forwards, backwards
+        return self.summary_proj(last.transpose(0, 1).reshape(v.shape[0], -1))  # (N, 2, D) -> (N, 2*D) -> (N, D)
 
     def _layouts(self, batch: dict, t_out: int, t_in: int) -> tuple[list, Tensor]:
         """Each clip's layout and (B,) number of real time steps."""

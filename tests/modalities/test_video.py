@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import RECIPES, _train, mmdesc
+from conftest import RECIPES, mmdesc
 from mmdesc.contexts import TimeGridLayout, TimeLayout
 from mmdesc.errors import ConfigError, MediaError, MmdescWarning
 from mmdesc.modalities import video
@@ -379,7 +379,10 @@ def test_synthetic_events_happen_where_the_ground_truth_says(synth_root):
 
 @pytest.fixture(scope="module")
 def tiny_video_run(tmp_path_factory, tiny_data):
-    return _train(tmp_path_factory, tiny_data, "video")
+    out = tmp_path_factory.mktemp("runs") / "video"
+    r = mmdesc("train", RECIPES / "tiny" / "video.yaml", f"data.root={tiny_data}", f"out={out}")
+    assert r.code == 0, r.err
+    return out
 
 
 def test_describe_every_container_and_fail_cleanly_on_the_bad(tiny_video_run, clips, tmp_path):
