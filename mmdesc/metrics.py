@@ -18,9 +18,31 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "bleu", "chrf", "cider_d", "wer", "cer", "corpus_scores",
+    "bleu", "chrf", "cider_d", "wer", "cer", "corpus_scores", "SELECTION", "selection_value", "improved",
     "word_attention", "grounding", "alignment_error_rate", "argmax_alignment",
 ]
+
+# The scores that can pick the best checkpoint (``train.metric``), and which way is better.
+SELECTION: dict[str, str] = {
+    "bleu": "max", "bleu1": "max", "bleu2": "max", "bleu3": "max", "bleu4": "max",
+    "chrf": "max", "cider_d": "max", "wer": "min", "cer": "min", "loss": "min",
+}
+_ALIASES = {"bleu": "bleu4"}  # "bleu" is corpus BLEU-4, the usual meaning
+
+
+def selection_value(scores: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` (a SELECTION name) in a dict of validation scores."""
+    key = _ALIASES.get(metric, metric)
+    if key not in scores:
+        raise KeyError(f"validation produced no {metric!r} score (it has {', '.join(sorted(scores))})")
+    return float(scores[key])
+
+
+def improved(metric: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` of ``metric`` beats ``best`` (None: nothing yet) in its direction."""
+    if best is None:
+        return math.isfinite(value)
+    return value < best if SELECTION[metric] == "min" else value > best
 
 
 # ----------------------------------------------------------------------------- sacrebleu
@@ -208,8 +230,8 @@ def cer(hyps: list[str], refs: list[str] | list[list[str]]) -> float:
 def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
     """BLEU-1..4, chrF and CIDEr-D of a corpus, plus the sacrebleu signatures.
 
-    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d"}`` (floats, 0-100 for
-    BLEU/chrF, CIDEr-D on its own x10 scale) and ``{"bleu_signature", "chrf_signature"}``.
+    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d", "wer", "cer"}`` (floats,
+    0-100 for BLEU/chrF/WER/CER against the first reference, CIDEr-D on its own x10 scale) and ``{"bleu_signature", "chrf_signature"}``.
     """
     out: dict[str, Any] = {}
     signature = ""
@@ -217,6 +239,8 @@ def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
         out[f"bleu{k}"], signature = _bleu(hyps, refs, k)
     out["chrf"], chrf_signature = _chrf(hyps, refs)
     out["cider_d"] = cider_d(hyps, refs)
+    out["wer"] = wer(hyps, refs)
+    out["cer"] = cer(hyps, refs)
     out["bleu_signature"] = signature
     out["chrf_signature"] = chrf_signature
     return out
