@@ -398,8 +398,10 @@ def test_describe_every_container_and_fail_cleanly_on_the_bad(tiny_video_run, cl
     assert errors == [f"error: {bad}: not a video, or truncated (FFmpeg finds no valid media data)"]
     from PIL import Image
 
-    for p in films:
-        pic = Image.open(tmp_path / "att" / f"{p.stem}.png")
+    pictures = {q.stem: q for q in (tmp_path / "att").rglob("*.png")}  # named by the inputs' paths
+    assert set(pictures) == {p.stem for p in films}
+    for q in pictures.values():
+        pic = Image.open(q)
         assert pic.width > 400 and pic.height > 100
 
 
