@@ -9,7 +9,7 @@ random weights (the reader fitted on synthetic captions), or, for the modality o
 --checkpoint, taken from the trained model.
 
 A modality may add named input sets with ``bench_extra(root, quick) -> {label: sources}``
-(measured as config ``modality:label``), e.g. one long, large file.
+(their records carry ``"set": label``), e.g. one long, large file.
 
 inputs_per_s is the whole pipeline (load + collate + encode); load_ms, collate_ms and
 encode_ms per input split it into its parts. length_per_s counts ``Reader.length`` units
@@ -73,16 +73,17 @@ def bench_modality(report: Report, args, device, name: str, module, trained) -> 
     reset_peak_memory(device)
     reader, encoder = reader_and_encoder(name, module, trained, device)
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {name: synthetic_sources(name, args.inputs, Path(tmp))}
+        sets = {"": synthetic_sources(name, args.inputs, Path(tmp))}
         extra = getattr(module, "bench_extra", None)
-        for label, sources in (extra(Path(tmp), args.quick) if extra else {}).items():
-            sets[f"{name}:{label}"] = sources
-        for config, sources in sets.items():
-            bench_sources(report, args, device, config, reader, encoder, sources)
+        sets.update(extra(Path(tmp), args.quick) if extra else {})
+        for label, sources in sets.items():
+            bench_sources(report, args, device, name, reader, encoder, sources, label)
     report_peak_memory(report, name, device)
 
 
-def bench_sources(report: Report, args, device, config: str, reader, encoder, sources: list) -> None:
+def bench_sources(report: Report, args, device, config: str, reader, encoder, sources: list,
+                  label: str = "") -> None:
+    """The figures of one input set (``label``: a ``bench_extra`` set's name, a ``set`` field)."""
     import statistics
 
     import torch
@@ -93,6 +94,8 @@ def bench_sources(report: Report, args, device, config: str, reader, encoder, so
     passes = [one_pass(reader, encoder, sources, batch, device, sync) for _ in range(args.repeats)]
     load, collate, encode = (statistics.median(p[i] for p in passes) for i in range(3))
     n, length, params = len(sources), passes[0][3], dict(batch=batch, inputs=len(sources))
+    if label:
+        params["set"] = label
     report.emit("inputs_per_s", config, n / (load + collate + encode), "inputs/s", **params)
     report.emit("length_per_s", config, length / (load + collate + encode), "length/s", **params)
     report.emit("length_read_per_s", config, length / load, "length/s", **params)

@@ -17,9 +17,15 @@ their spans. The layout is a :class:`TimeLayout` (start/end seconds per position
 
 Backbones: ``small`` (a (2+1)-D CNN from scratch, cheap on CPU), torchvision's
 ``r3d_18``/``mc3_18``/``r2plus1d_18`` (Kinetics weights from a local file only; use them
-with the Kinetics ``mean``/``std``), or ``frames``: an image backbone applied per frame
-(``frame_backbone``, e.g. the pretrained EfficientNet-Lite0) followed by temporal
-convolutions. Nothing is ever downloaded.
+with ``mean: [0.43216, 0.394666, 0.37645]``, ``std: [0.22803, 0.22145, 0.216989]``), or
+``frames``: an image backbone of the image modality applied per frame (``frame_backbone``,
+e.g. the pretrained EfficientNet-Lite0); each followed by the same temporal layers and clip
+summary. Frozen (``finetune: none``), top stage only, or fine-tuned. Nothing is ever downloaded.
+
+The synthetic part (``synthesize``) puts the shared scenes in motion: each object appears,
+disappears or moves (up, down, left, right) in turn, about a second each; the captions say
+what happens in that order ("a red circle moves left , then a blue square appears") and each
+event's time span is the ground truth of the words that name its object and its motion.
 """
 from __future__ import annotations
 
@@ -50,8 +56,6 @@ VIDEO_NETS = ("r3d_18", "mc3_18", "r2plus1d_18")  # torchvision.models.video
 FINETUNES = ("all", "top", "none")
 TEMPORALS = ("gru", "conv", "none")
 MIN_SEEK_GAP = 1.0  # seconds: closer targets are reached by decoding on, not by seeking
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # what torchvision's video weights were trained with
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ class EncoderConfig:
     grid: int = 1  # grid x grid spatial positions per time step (1: positions on the time axis only)
     pool: int = 4  # each position's vector projects a pool x pool map of its cell
     dim: int = 128
-    temporal: Literal["gru", "conv", "none"] = "gru"  # what relates the positions in time (residual)
+    temporal: Literal["gru", "conv", "none"] = "none"  # what relates the positions in time (residual)
     temporal_layers: int = 1
-    summary: bool = False  # add a summary of the whole clip to every position (see Encoder)
+    summary: bool = True  # add a summary of the whole clip to every position (see Encoder)
+    motion: bool = False  # small backbone: also give it each frame's difference to the previous one
     pretrained: bool = False
     weights: str = ""
     finetune: Literal["all", "top", "none"] = "all"
@@ -95,6 +100,8 @@ class EncoderConfig:
                  if not getattr(self, n) > 0]
         if self.time_stride not in (1, 2, 4):
             found.append(f"time_stride: must be 1, 2 or 4, got {self.time_stride}")
+        if self.motion and self.backbone != "small":
+            found.append(f"motion: only the small backbone takes frame differences, not {self.backbone}")
         if self.temporal_layers < 0:
             found.append(f"temporal_layers: must be >= 0, got {self.temporal_layers}")
         if not 0 <= self.dropout < 1:
@@ -541,7 +548,8 @@ class Conv2Plus1D(nn.Sequential):
                   nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
         if time_kernel > 1 or time_stride > 1:
             k = max(time_kernel, 3)
-            layers += [nn.Conv3d(cout, cout, (k, 1, 1), (time_stride, 1, 1), (k // 2, 0, 0), bias=False),
+            layers += [nn.Conv3d(cout, cout, (k, 1, 1), (time_stride, 1, 1), (k // 2, 0, 0), bias=False,
+                                 padding_mode="replicate"),  # the first and last frames are not special
                        nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
@@ -553,11 +561,12 @@ class SmallR2Plus1D(nn.Module):
     7 frames around its own (5 with time_stride 1): enough to see motion, local enough for
     attention to find when something happens."""
 
-    def __init__(self, channels: int = 64, time_stride: int = 2):
+    def __init__(self, channels: int = 64, time_stride: int = 2, motion: bool = False):
         super().__init__()
         c1, c2, c3 = max(1, channels // 4), max(1, channels // 2), channels
         t2, t3 = (1, 1) if time_stride == 1 else (2, 1) if time_stride == 2 else (2, 2)
-        self.stage1 = Conv2Plus1D(3, c1, 2, time_kernel=1)
+        self.motion = motion
+        self.stage1 = Conv2Plus1D(6 if motion else 3, c1, 2, time_kernel=1)
         self.stage2 = nn.Sequential(Conv2Plus1D(c1, c2, 2, t2), Conv2Plus1D(c2, c2, time_kernel=1))
         self.stage3 = nn.Sequential(Conv2Plus1D(c2, c3, 2, t3), Conv2Plus1D(c3, c3, time_kernel=1))
         self.channels = c3
@@ -568,6 +577,9 @@ class SmallR2Plus1D(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.motion:  # what changed since the previous frame (nothing, for the first)
+            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2)  # (B, 3, T, S, S)
+            x = torch.cat([x, diff], dim=1)  # (B, 6, T, S, S)
         return self.stage3(self.stage2(self.stage1(x)))
 
 
@@ -604,7 +616,7 @@ class FrameTrunk(nn.Module):
 
 
 def build_backbone(backbone: str, frame_backbone: str, channels: int, time_stride: int, pretrained: bool,
-                   weights: str) -> nn.Module:
+                   weights: str, motion: bool = False) -> nn.Module:
     from mmdesc.modalities import image
 
     if backbone not in BACKBONES:
@@ -615,7 +627,7 @@ def build_backbone(backbone: str, frame_backbone: str, channels: int, time_strid
         if pretrained or weights:
             raise ConfigError("encoder.pretrained: the small video backbone has no pretrained weights (train it "
                               "from scratch, or use backbone: frames with a pretrained frame_backbone)")
-        return SmallR2Plus1D(channels, time_stride)
+        return SmallR2Plus1D(channels, time_stride, motion)
     path = weights or (image._torchvision_cached(backbone) if pretrained else "")  # never downloads
     trunk = VideoResNetTrunk(backbone)
     if path:
@@ -658,15 +670,17 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, max_frames: int, backbone: str = "small", frame_backbone: str = "small", channels: int = 64,
-                 time_stride: int = 2, grid: int = 1, pool: int = 4, dim: int = 128, temporal: str = "gru",
-                 temporal_layers: int = 1, summary: bool = False, pretrained: bool = False, weights: str = "",
-                 finetune: str = "all", dropout: float = 0.0):
+                 time_stride: int = 2, grid: int = 1, pool: int = 4, dim: int = 128, temporal: str = "none",
+                 temporal_layers: int = 1, summary: bool = True, motion: bool = False, pretrained: bool = False,
+                 weights: str = "", finetune: str = "all", dropout: float = 0.0):
         super().__init__()
         if finetune not in FINETUNES:
             raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
         if temporal not in TEMPORALS:
             raise ValueError(f"temporal: {temporal!r} is not one of {{{', '.join(TEMPORALS)}}}")
-        self.backbone = build_backbone(backbone, frame_backbone, channels, time_stride, pretrained, weights)
+        if motion and backbone != "small":
+            raise ValueError(f"motion: only the small backbone takes frame differences, not {backbone}")
+        self.backbone = build_backbone(backbone, frame_backbone, channels, time_stride, pretrained, weights, motion)
         self.grid, self.pool = grid, pool
         c = self.backbone.channels
         self.proj = nn.Linear(c * pool * pool, dim)
@@ -821,7 +835,7 @@ def plan_clip(scene, rng: random.Random) -> Clip:
     scale = min(w, h) / 64
     order = list(range(len(scene.objects)))
     rng.shuffle(order)
-    t = rng.uniform(0.2, 0.45)
+    t = rng.uniform(0.05, 0.15)  # the first event starts at once: its start state is part of it
     events, boxes = [], {i: [o.box] for i, o in enumerate(scene.objects)}  # every box an object takes
     for i in order:
         box, length = scene.objects[i].box, rng.uniform(0.9, 1.1)
@@ -840,7 +854,7 @@ def plan_clip(scene, rng: random.Random) -> Clip:
         else:
             events.append(Event(i, "appears" if kind < 0.75 else "disappears", t, t + length))
         t += length
-    frames = math.ceil((t + rng.uniform(0.2, 0.45)) * SYNTH_FPS)
+    frames = math.ceil((t + rng.uniform(0.05, 0.15)) * SYNTH_FPS)
     return Clip(scene, tuple(events), frames / SYNTH_FPS)
 
 
@@ -961,9 +975,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = SYNTH_FPS) -> None:
 
 
 def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: int = 64) -> None:
-    """The video part of the synthetic corpus: ``videos/{scene id}.mp4`` (H.264, 8 fps, 2-4 s),
-    ``videodatainfo.json`` (MSR-VTT style: every split, with each video's event spans and the
-    canonical caption's ``regions``), the scene-manifest entries, then the completion marker."""
+    """The video part of the synthetic corpus: ``videos/{scene id}.mp4`` (H.264, 8 fps, 1-4 s:
+    one event of about 1 s per object), ``videodatainfo.json`` (MSR-VTT style: every split, with
+    each video's event spans and the canonical caption's ``regions``), the scene-manifest
+    entries, then the completion marker."""
     from mmdesc.corpora import synth
     from mmdesc.corpora.msrvtt import write_msrvtt
 
@@ -995,7 +1010,7 @@ def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: i
 
 
 def bench_inputs(root: Path, n: int) -> list[str]:
-    """``n`` synthetic clips (64 x 64 H.264, 2-4 s at 8 fps) written under ``root``, for bench/."""
+    """``n`` synthetic clips (64 x 64 H.264, 1-4 s at 8 fps) written under ``root``, for bench/."""
     from mmdesc.corpora import synth
 
     rng = random.Random(0)

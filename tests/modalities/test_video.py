@@ -258,6 +258,23 @@ def test_encoder_positions_cover_the_clip_on_a_time_axis(clips):
         assert layout.contains(0, (0.0, 1.0)) and not layout.contains(2, (0.0, 1.0))
 
 
+@pytest.mark.parametrize("temporal,summary,motion", [("gru", False, False), ("conv", True, False),
+                                                     ("none", False, True), ("gru", True, True)])
+def test_encoder_variants_keep_shapes_and_masks(clips, temporal, summary, motion):
+    reader = Reader(fps=4, size=16)
+    short = write_clip(clips["a.mp4"].with_name(f"short_{temporal}{summary}{motion}.mp4"), n=8)
+    batch = reader.collate([reader.load(clips["b.webm"]), reader.load(short)])  # 12 and 4 frames
+    enc = Encoder(**reader.encoder_kwargs(), channels=8, time_stride=2, pool=2, dim=5, temporal=temporal,
+                  temporal_layers=2, summary=summary, motion=motion)
+    ctx = enc(batch)
+    assert ctx.vectors.shape == (2, 6, 5) and ctx.mask.sum(1).tolist() == [6, 2]
+    assert [len(lay) for lay in ctx.layouts] == [6, 2] and torch.isfinite(ctx.vectors).all()
+    ctx.vectors[ctx.mask].sum().backward()
+    assert enc.backbone.stage1[0].weight.grad.abs().sum() > 0
+    if motion:
+        assert enc.backbone.stage1[0].weight.shape[1] == 6  # frames and their differences
+
+
 def test_encoder_grid_positions_and_padded_clips(clips):
     reader = Reader(fps=4, size=16)
     short = write_clip(clips["a.mp4"].with_name("short2.mp4"), n=8)
