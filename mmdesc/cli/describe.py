@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
+from mmdesc.cli.common import draw, hypotheses_json, require_task, resolve_search, search_options, writable_dir
 
 
 def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list]:
@@ -39,19 +39,24 @@ def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list
 def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     """Describe FILES (images; folders are searched for them) in natural language.
 
-    Prints one line per file: the file, a tab, the description. A file that cannot be
-    read gets one line on stderr naming the problem; the others are still described,
-    the failures are listed at the end, and the exit code is 2.
+    Prints one line per file: the file, a tab, the description (a file name with a tab,
+    a newline or a backslash in it is printed with them escaped as \\t, \\n, \\\\). A
+    file that cannot be read gets one line on stderr naming the problem; the others are
+    still described, the failures are listed at the end, and the exit code is 2. An
+    attention picture never replaces an existing file: NAME-1.png is written instead.
     """
     from rich.progress import Progress
 
     from mmdesc.build import load_trained, use_search
     from mmdesc.data import read_sources
-    from mmdesc.errors import MediaError, MmdescError
+    from mmdesc.errors import MediaError, MmdescError, one_line
     from mmdesc.modalities import MODALITIES
     from mmdesc.predict import describe
 
+    writable_dir(attention_dir, "--attention")
     models = [load_trained(c, device) for c in checkpoints]
+    for m in models:
+        require_task(m, reads_files=True)
     by_suffix = {s: m for m in models for s in MODALITIES[m.modality].SUFFIXES}
     paths, failures = expand(files, set(by_suffix))
     n_folders = len(failures)  # empty folders count as inputs that failed
@@ -95,7 +100,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
             records.append({"file": str(p), "hypotheses": hypotheses_json(d)})
         else:
             for h in d:
-                click.echo(f"{p}\t{h.text}" if len(d) == 1 else f"{p}\t{h.score:.3f}\t{h.text}")
+                click.echo(f"{one_line(p)}\t{h.text}" if len(d) == 1 else f"{one_line(p)}\t{h.score:.3f}\t{h.text}")
     if as_json:
         click.echo(json.dumps(records, indent=1))
     if failures:

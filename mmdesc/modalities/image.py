@@ -144,6 +144,8 @@ class Reader:
             raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
         if os.path.isdir(path):
             raise MediaError(path, "is a directory, not an image")
+        if not os.path.isfile(path):  # opening a FIFO would wait for a writer, a device never end
+            raise MediaError(path, "not a regular file (a FIFO, a device or a socket)")
         if nbytes == 0:
             raise MediaError(path, "empty file (0 bytes)")
 
