@@ -459,7 +459,7 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
     for key in data:
         if key not in fields:
             errors.append(f"{_join(path, _name(key))}: unknown key — {_suggest_key(str(key), list(fields))}")
-    hints, values, ok = _hints(cls), {}, True
+    hints, values, ok, failed = _hints(cls), {}, True, set()
     for name, f in fields.items():
         tp, where, before = (swap or {}).get(hints[name], hints[name]), _join(path, name), len(errors)
         if name in data:
@@ -474,12 +474,39 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
             values[name] = None
         else:
             errors.append(f"{path or 'recipe'}: missing required key '{name}'")
-        ok = ok and len(errors) == before
+        if len(errors) > before:
+            ok = False
+            failed.add(name)
     if not ok:
+        errors.extend(_join(path, p) for p in _problems_of_the_rest(cls, fields, values, failed))
         return None
     obj = cls(**values)
-    errors.extend(f"{_join(path, p)}" for p in getattr(obj, "problems", list)())
+    errors.extend(_join(path, p) for p in _first_per_field(getattr(obj, "problems", list)()))
     return obj
+
+
+def _problems_of_the_rest(cls: type, fields: Mapping, values: dict, failed: set) -> list[str]:
+    """Where some fields failed to parse: ``problems()`` of the fields that did, with the failed
+    ones at their defaults (if they all have one), so every problem is still reported at once."""
+    if not hasattr(cls, "problems") or any(fields[n].default is dataclasses.MISSING for n in failed):
+        return []
+    try:
+        trial = cls(**{**values, **{n: fields[n].default for n in failed}})
+    except (TypeError, ValueError):
+        return []
+    return [p for p in _first_per_field(trial.problems()) if p.partition(":")[0] not in failed]
+
+
+def _first_per_field(problems: list[str]) -> list[str]:
+    """One problem per field (the first found): one line each."""
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        name = p.partition(":")[0]
+        if name not in seen:
+            seen.add(name)
+            out.append(p)
+    return out
 
 
 def parse_value(tp: Any, value: Any, path: str, errors: list[str],
