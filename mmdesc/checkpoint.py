@@ -106,21 +106,26 @@ def atomic_dir(path: Path, write) -> Path:
 
 
 def recover(folder: Path) -> list[str]:
-    """Finish what an interrupted ``atomic_dir`` in ``folder`` left: temporary folders are
-    removed, a folder caught between its two renames is put back. Only while no one writes
-    (a training calls it once it holds the run folder's lock). Returns what it did, in words."""
-    done: list[str] = []
-    for p in sorted(Path(folder).glob(".*.tmp")) + sorted(Path(folder).glob(".*.tmp-*")):
-        shutil.rmtree(p, ignore_errors=True)
-        done.append(f"removed {p.name}, left by an interrupted checkpoint write")
-    for p in sorted(Path(folder).glob(".*.old")) + sorted(Path(folder).glob(".*.old-*")):
-        target = p.parent / p.name[1:].rsplit(".old", 1)[0]
-        if target.exists() or not (p / META).is_file():
-            shutil.rmtree(p, ignore_errors=True)
-            done.append(f"removed {p.name}, left by an interrupted checkpoint write")
-        else:
-            os.replace(p, target)
-            done.append(f"restored {target.name}/ from {p.name} (its replacement was interrupted)")
+    """Finish what an interrupted ``atomic_dir`` in ``folder`` left. A folder caught between its
+    two renames (``.NAME.old`` but no ``NAME``) gets the new copy, which was complete before the
+    first rename (or the old one back, if the new one is gone); other temporary folders are
+    removed. Only while no one writes (a training calls it once it holds the run folder's
+    lock). Returns what it did, in words."""
+    folder, done = Path(folder), []
+    for old in sorted(folder.glob(".*.old")) + sorted(folder.glob(".*.old-*")):
+        target = folder / old.name[1:].rsplit(".old", 1)[0]
+        if not target.exists() and _complete(tmp_dir(target)):
+            os.replace(tmp_dir(target), target)
+            done.append(f"finished replacing {target.name}/ (interrupted between its two renames)")
+        elif not target.exists() and _complete(old):
+            os.replace(old, target)
+            done.append(f"restored {target.name}/ from {old.name} (its replacement was interrupted)")
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name}, left by an interrupted checkpoint write")
+    for tmp in sorted(folder.glob(".*.tmp")) + sorted(folder.glob(".*.tmp-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        done.append(f"removed {tmp.name}, left by an interrupted checkpoint write")
     return done
 
 

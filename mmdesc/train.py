@@ -90,7 +90,7 @@ class Trainer:
             from mmdesc.tokenize import Tokenizer
 
             meta = checkpoint.read_meta(last)
-            runfolder.reconcile(meta["recipe"], recipe, say)
+            runfolder.reconcile(meta.get("recipe", {}), recipe, say)
             self.tokenizer = Tokenizer.from_dict(meta["tokenizer"])
             self.reader.load_state(meta.get("reader", {}))
         else:
