@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from mmdesc.config import MAX_SCENES, MAX_SEED
+
 
 @click.group("data")
 def command() -> None:
@@ -13,10 +15,10 @@ def command() -> None:
 
 @command.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--train", default=6000, show_default=True, help="Training scenes.")
-@click.option("--valid", default=300, show_default=True, help="Validation scenes.")
-@click.option("--test", default=500, show_default=True, help="Test scenes.")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--train", type=click.IntRange(1, MAX_SCENES), default=6000, show_default=True, help="Training scenes.")
+@click.option("--valid", type=click.IntRange(1, MAX_SCENES), default=300, show_default=True, help="Validation scenes.")
+@click.option("--test", type=click.IntRange(0, MAX_SCENES), default=500, show_default=True, help="Test scenes.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=1, show_default=True)
 @click.option("--modalities", default="", help="Comma-separated parts to write. [every registered modality]")
 def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: str) -> None:
     """Write the synthetic multimodal corpus to OUT.

@@ -8,7 +8,7 @@ from pathlib import Path, PurePath
 
 import click
 
-from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
+from mmdesc.cli.common import draw, hypotheses_json, require_task, resolve_search, search_options, writable_dir
 
 
 def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list]:
@@ -85,9 +85,11 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     """Describe FILES (images, videos, sound...; folders are searched for the kinds the
     checkpoints read) in natural language.
 
-    Prints one line per file as soon as its batch is decoded: the file, a tab, the
-    description. A file that cannot be read gets one line on stderr naming the problem; the
-    others are still described, the failures are listed at the end, and the exit code is 2.
+    Prints one line per file: the file, a tab, the description (a file name with a tab,
+    a newline or a backslash in it is printed with them escaped as \\t, \\n, \\\\). A
+    file that cannot be read gets one line on stderr naming the problem; the others are
+    still described, the failures are listed at the end, and the exit code is 2. An
+    attention picture never replaces an existing file: NAME-1.png is written instead.
     """
     from rich.progress import Progress
 
@@ -97,7 +99,10 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     from mmdesc.modalities import MODALITIES
     from mmdesc.predict import describe
 
+    writable_dir(attention_dir, "--attention")
     models = [load_trained(c, device) for c in checkpoints]
+    for m in models:
+        require_task(m, reads_files=True)
     route_one, suffixes = router(models, MODALITIES)
     paths, failures = expand(files, suffixes)
     routes = {}
@@ -152,16 +157,16 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
 
 def _emit(p: Path, d: list, picture: Path | None, as_json: bool, records: list, failures: list) -> None:
     """Print (or keep, for --json) one file's descriptions, and draw its picture."""
-    from mmdesc.errors import MediaError
+    from mmdesc.errors import MediaError, one_line
 
     if picture:
         try:
-            draw(picture.parent, picture.name, d, str(p))
+            draw(picture.parent, picture.stem, d, str(p))
         except (OSError, ValueError) as e:
             failures.append(MediaError(p, f"cannot draw attention ({e})"))
     if as_json:
         records.append({"file": str(p), "hypotheses": hypotheses_json(d)})
     else:
         for h in d:
-            click.echo(f"{p}\t{h.text}" if len(d) == 1 else f"{p}\t{h.score:.3f}\t{h.text}", nl=True)
+            click.echo(f"{one_line(p)}\t{h.text}" if len(d) == 1 else f"{one_line(p)}\t{h.score:.3f}\t{h.text}")
     sys.stdout.flush()

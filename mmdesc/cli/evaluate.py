@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mmdesc.cli.common import resolve_search, search_options
+from mmdesc.cli.common import resolve_search, search_options, writable_file
 
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
@@ -27,6 +27,9 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     corpus has ground truth for attention, also the grounding of shape words in images
     (% whose most attended cell lies in the object's box) and the alignment error rate
     of the attention for translation (argmax per target word, reading the reference).
+
+    Inputs that cannot be read are skipped with a warning; the scores of the others are
+    printed and the exit code is 2 (no usable input at all: an error, nothing scored).
     """
     import time
 
@@ -38,11 +41,16 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     from mmdesc.data import load_all
     from mmdesc.evaluate import score
 
+    from mmdesc.errors import DataError
+
+    writable_file(hypotheses, "--hypotheses")
     model = load_trained(checkpoint, device)
     examples = read_split(model.recipe, split)[:limit]
     loaded = load_all(model.reader, examples)
     for e in loaded.failures:
         click.echo(f"warning: skipped {e}", err=True)
+    if not loaded.items:
+        raise DataError(f"{split} split: none of its {len(examples)} inputs can be read; nothing to score")
     s = resolve_search(model.recipe.search, search)
     kwargs = {k: v for k, v in use_search(model, s).items() if k != "n_best"}
     start = time.perf_counter()
@@ -50,13 +58,15 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
         task = bar.add_task(f"evaluate {split}", total=len(loaded.items))
         result, hyps = score(model, loaded, batch_size=s.batch_size, progress=lambda n: bar.advance(task, n), **kwargs)
     seconds = time.perf_counter() - start
-    result.update({"split": split, "n": len(loaded.items), "beam": s.beam, "seconds": round(seconds, 2),
+    result.update({"split": split, "n": len(loaded.items), "skipped": len(loaded.failures),
+                   "beam": s.beam, "seconds": round(seconds, 2),
                    "items_per_second": round(len(loaded.items) / seconds, 1), "checkpoint": str(model.path)})
     if hypotheses:
         with open(hypotheses, "w", encoding="utf-8") as f:
             f.write("".join(h + "\n" for h in hyps))
     if as_json:
         click.echo(json.dumps(result, indent=1))
+        _fail_if_skipped(loaded, examples)
         return
     table = Table(title=f"{model.path} on {split} ({len(loaded.items)} inputs, beam {s.beam})")
     table.add_column("metric")
@@ -70,3 +80,11 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
         if key in result:
             console.print(f"{key.split('_')[0]}: {result[key]}", highlight=False)
     console.print(f"{result['items_per_second']} inputs/s ({seconds:.1f} s)", highlight=False)
+    _fail_if_skipped(loaded, examples)
+
+
+def _fail_if_skipped(loaded, examples) -> None:
+    if loaded.failures:
+        click.echo(f"{len(loaded.failures)} of {len(examples)} inputs could not be read and were not scored",
+                   err=True)
+        raise SystemExit(2)

@@ -24,7 +24,7 @@ import random
 import re
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmdesc.config import MAX_DIM, check_range
 from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError
@@ -54,6 +55,12 @@ class ReaderConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_pixels: int = 40_000_000
 
+    def problems(self) -> list[str]:
+        found = check_range(self, 1, 4096, "size") + check_range(self, 1, 10 ** 10, "max_pixels")
+        if not min(self.std) > 0:
+            found.append(f"std: must be > 0, got {list(self.std)}")
+        return found
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -65,6 +72,18 @@ class EncoderConfig:
     weights: str = ""
     finetune: Literal["all", "top", "none"] = "all"
     dropout: float = 0.0
+
+    def problems(self) -> list[str]:
+        found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
+        found += check_range(self, 0, MAX_DIM, "dim")
+        if not 0 <= self.dropout < 1:
+            found.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return found
+
+    def without_pretrained(self) -> "EncoderConfig":
+        """This encoder with random weights: its weights will come from a checkpoint, so the
+        pretrained-weights file it was trained from is not read (nor needed)."""
+        return replace(self, pretrained=False, weights="")
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,8 @@ class Reader:
             raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
         if os.path.isdir(path):
             raise MediaError(path, "is a directory, not an image")
+        if not os.path.isfile(path):  # opening a FIFO would wait for a writer, a device never end
+            raise MediaError(path, "not a regular file (a FIFO, a device or a socket)")
         if nbytes == 0:
             raise MediaError(path, "empty file (0 bytes)")
 
@@ -390,6 +411,8 @@ def _torchvision_cached(backbone: str) -> str:
 
 def load_trunk_weights(trunk: nn.Module, path: str) -> None:
     """Load a state dict file into a trunk, strictly, ignoring the classifier's keys."""
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block, a device never end
+        raise ConfigError(f"encoder.weights: {path} is not a regular file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
