@@ -299,6 +299,31 @@ def translate_fr(english: str) -> tuple[str, dict]:
     return " ".join(t.fr), {"sure": sure, "possible": sorted(sure + t.possible)}
 
 
+_FUNCTION_WORDS = {"a", "there", "is", "and", "un", "une", "d'un", "d'une", "il", "y", "et"}
+_RELATION_WORDS = {"to", "the", "left", "right", "of", "above", "below",
+                   "à", "gauche", "droite", "au-dessus", "en", "dessous"}
+
+
+def word_class(word: str) -> str:
+    """The class of a caption word, English or French: shape, colour, size, relation,
+    function, or other (a word outside the caption grammar)."""
+    w = word.lower()
+    if w in SHAPES or any(w == fr for fr, _ in _NOUN_FR.values()):
+        return "shape"
+    if w in COLOURS or any(w in forms for forms in _COLOUR_FR.values()):
+        return "colour"
+    if w in SIZES or any(w in forms for forms in _SIZE_FR.values()):
+        return "size"
+    if w in _RELATION_WORDS:
+        return "relation"
+    if w in _FUNCTION_WORDS:
+        return "function"
+    return "other"
+
+
+WORD_CLASSES = ("shape", "colour", "size", "relation", "function", "other")
+
+
 def pharaoh(alignment: dict) -> str:
     """Pharaoh line: sure links ``i-j``, possible-only links ``i?j``."""
     sure = {tuple(p) for p in alignment["sure"]}
@@ -380,21 +405,26 @@ def write_image_corpus(root: Path, train: int, valid: int, test: int, seed: int,
     for split, n in counts.items():
         scenes = _scenes(seed, split, n, size)
         paint = random.Random(f"{seed}:{split}:render")
-        images, annotations, objects = [], [], []
+        images, annotations, objects, forms = [], [], [], {}
         for k, scene in enumerate(scenes):
             name = f"{split}_{k:06d}.png"
             render(scene, paint).save(root / "images" / name, compress_level=6)
             images.append({"id": k, "file_name": name, "width": scene.width, "height": scene.height})
             for cap in captions(scene):
                 annotations.append({"id": len(annotations), "image_id": k, "caption": cap})
+            regions: dict[str, list] = {}
             for o in scene.objects:
                 x0, y0, x1, y1 = o.box
                 objects.append({"image_id": k, "category": o.shape, "colour": o.colour, "size": o.size,
                                 "bbox": [x0, y0, x1 - x0, y1 - y0]})
+                regions.setdefault(o.shape, []).append([x0, y0, x1, y1])
+            forms[scene_id(split, k)] = {"file": f"images/{name}", "caption": captions(scene)[0],
+                                         "regions": regions}
             done += 1
             if progress is not None:
                 progress(done, total)
         coco.write_coco(root / f"captions_{split}.json", images, annotations, objects)
+        add_to_manifest(root, split, "image", forms, scenes=_scene_records(split, scenes))
     _write_text(marker, json.dumps({"seed": seed, "size": size, **counts}) + "\n")
 
 
@@ -412,14 +442,77 @@ def write_text_corpus(root: Path, train: int, valid: int, test: int, seed: int, 
     counts = {"train": train, "valid": valid, "test": test}
     for split, n in counts.items():
         scenes = _scenes(seed, split, n, size)
-        en, fr, al = [], [], []
-        for scene in scenes:
+        en, fr, al, forms = [], [], [], {}
+        for k, scene in enumerate(scenes):
             refs = captions(scene)
             for cap in refs if split == "train" else refs[:1]:
                 french, alignment = translate_fr(cap)
                 en.append(cap)
                 fr.append(french)
                 al.append(pharaoh(alignment))
+            french, alignment = translate_fr(refs[0])
+            forms[scene_id(split, k)] = {"line": refs[0], "caption": french, "alignment": alignment}
         for ext, lines in (("en", en), ("fr", fr), ("align", al)):
             _write_text(root / f"{split}.{ext}", "".join(line + "\n" for line in lines))
+        add_to_manifest(root, split, "text", forms, scenes=_scene_records(split, scenes))
     _write_text(marker, json.dumps({"seed": seed, "size": size, **counts}) + "\n")
+
+
+# ---------------------------------------------------------------- scene manifest
+# One line per scene in ``scenes_{split}.jsonl``: {"id", "caption", "objects", "forms":
+# {part: {"file" (relative to the root) or "line", "caption", ground truth}}} - what joins
+# the forms of one scene across modalities.
+
+def scene_id(split: str, k: int) -> str:
+    """The id of scene k of ``split``, the same in every modality's part."""
+    return f"{split}_{k:06d}"
+
+
+def manifest_path(root: Path, split: str) -> Path:
+    return Path(root) / f"scenes_{split}.jsonl"
+
+
+def _scene_records(split: str, scenes: list[Scene]) -> dict[str, dict]:
+    return {scene_id(split, k): {"caption": captions(s)[0],
+                                 "objects": [{"shape": o.shape, "colour": o.colour, "size": o.size,
+                                              "box": list(o.box)} for o in s.objects]}
+            for k, s in enumerate(scenes)}
+
+
+def read_manifest(root: Path, split: str) -> list[dict]:
+    """The scenes of ``split`` from ``scenes_{split}.jsonl`` under ``root``, in file order.
+
+    Returns ``[]`` when the file does not exist; raises DataError (file and line) for a
+    line that is not a JSON object with an ``id`` and a ``forms`` object.
+    """
+    from mmdesc.errors import DataError
+
+    path = manifest_path(root, split)
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("forms"), dict):
+            raise DataError(f"{path}:{n}: a scene needs an 'id' and a 'forms' object")
+        out.append(rec)
+    return out
+
+
+def add_to_manifest(root: Path, split: str, name: str, entries: dict[str, dict],
+                    scenes: dict[str, dict] | None = None) -> None:
+    """Put part ``name``'s form of each scene (``entries[scene_id]``, JSON-able) into the
+    manifest of ``split``, keeping the other parts' forms; ``scenes`` adds scene-level fields
+    (caption, objects). Rewritten atomically, scenes in id order."""
+    by_id = {rec["id"]: rec for rec in read_manifest(root, split)}
+    for sid, form in entries.items():
+        rec = by_id.setdefault(sid, {"id": sid, "forms": {}})
+        rec.update((scenes or {}).get(sid, {}))
+        rec["forms"][name] = form
+    lines = [json.dumps(by_id[sid], ensure_ascii=False, sort_keys=True) for sid in sorted(by_id)]
+    _write_text(manifest_path(root, split), "".join(line + "\n" for line in lines))

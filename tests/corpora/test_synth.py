@@ -136,7 +136,7 @@ def test_image_corpus_is_deterministic_and_complete(tmp_path):
     synth.write_image_corpus(c, 5, 3, 2, seed=10, size=40)
     assert seen[-1] == (10, 10)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 10 + 3 + 1
+    assert len(files) == 10 + 3 + 3 + 1  # images, captions JSON, scene manifests, marker
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert (a / "images/train_000000.png").read_bytes() != (c / "images/train_000000.png").read_bytes()
     doc = json.loads((a / "captions_valid.json").read_text())
