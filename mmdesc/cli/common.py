@@ -43,10 +43,12 @@ def hypotheses_json(described) -> list[dict]:
              "attention": [[round(float(a), 4) for a in row] for row in d.alpha]} for d in described]
 
 
-def draw(outdir: Path, name: str, described, source: str) -> Path:
-    """The attention picture of the best hypothesis, OUTDIR/NAME.png."""
-    from mmdesc.viz import draw_attention
+def draw(outdir: Path, name: str, described, source: str, modality: str | None = None) -> Path:
+    """The attention picture of the best hypothesis, OUTDIR/NAME.png (over the modality's
+    backdrop when its module has one)."""
+    from mmdesc.viz import backdrop_for, draw_attention
 
     outdir.mkdir(parents=True, exist_ok=True)
     best = described[0]
-    return draw_attention(best.layout, source, best.words, best.alpha.numpy(), outdir / f"{name}.png")
+    return draw_attention(best.layout, source, best.words, best.alpha.numpy(), outdir / f"{name}.png",
+                          backdrop=backdrop_for(modality, source, best.layout))
