@@ -36,7 +36,10 @@ def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False), default=None,
               help="Write one PNG per input: the input and where the model looked for each word.")
 @click.option("--json", "as_json", is_flag=True, help="Print hypotheses, scores and attention as JSON.")
-def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one self-contained HTML page (no network needed): each input's sentence, where "
+                   "the model looked for each word (hover, click, play), the n-best list and statistics.")
+def command(files, checkpoints, search, device, attention_dir, as_json, html_path) -> None:
     """Describe FILES (images; folders are searched for them) in natural language.
 
     Prints one line per file: the file, a tab, the description. A file that cannot be
@@ -83,14 +86,21 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
             described = describe(model, items, batch_size=s.batch_size,
                                  progress=lambda n: bar.advance(task, n), **kwargs)
         results.update(zip(ok, described))
-    records = []
+    records, groups = [], []
     for i in sorted(results):
         p, d = paths[i], results[i]
         if attention_dir:
             try:
-                draw(Path(attention_dir), p.stem, d, str(p))
+                draw(Path(attention_dir), p.stem, d, str(p), route[i].modality)
             except (OSError, ValueError) as e:
                 failures.append(MediaError(p, f"cannot draw attention ({e})"))
+        if html_path:
+            from mmdesc.viz import html
+
+            try:
+                groups.append(html.group(str(i), p.name, [html.model_view(route[i], str(p), d)]))
+            except (OSError, ValueError, MediaError) as e:
+                failures.append(MediaError(p, f"cannot show attention ({e})"))
         if as_json:
             records.append({"file": str(p), "hypotheses": hypotheses_json(d)})
         else:
@@ -98,6 +108,11 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
                 click.echo(f"{p}\t{h.text}" if len(d) == 1 else f"{p}\t{h.score:.3f}\t{h.text}")
     if as_json:
         click.echo(json.dumps(records, indent=1))
+    if html_path:
+        from mmdesc.viz.html import write_report
+
+        write_report(html_path, f"mmdesc describe: {len(groups)} inputs", groups)
+        click.echo(f"wrote {html_path}", err=True)
     if failures:
         click.echo(f"{len(failures)} of {len(paths) + n_folders} files failed:", err=True)
         for e in failures:
