@@ -54,7 +54,8 @@ def shrink(image: Image.Image, side: int, height: int | None = None) -> Image.Im
     scale = min(1.0, side / max(w, h), (height / h) if height else 1.0)
     if scale >= 1.0:
         return image
-    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)  # box-reduce first: fast
 
 
 def quantise(alpha: np.ndarray) -> tuple[str, list[float]]:
