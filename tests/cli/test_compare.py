@@ -9,12 +9,14 @@ from mmdesc.compare import shared_scenes
 from mmdesc.corpora import Example
 
 
-def test_compare_prints_a_row_per_modality_and_writes_csv_json_figures(tiny_image_run, tiny_text_run, tmp_path):
+def test_compare_prints_a_row_per_modality_and_writes_csv_json_figures(tiny_image_run, tiny_text_run,
+                                                                        tmp_path):
     out = tmp_path / "cmp"
     r = mmdesc("compare", "-c", tiny_image_run, "-c", tiny_text_run, "--scenes", 3, "--out", out, "--beam", 2)
     assert r.code == 0, r.err
     lines = r.out.splitlines()
-    assert any("attention on test" in line for line in lines) and any("on 3 shared scenes" in line for line in lines)
+    assert any("attention on test" in line for line in lines)
+    assert any("on 3 shared scenes" in line for line in lines)
     header = next(line for line in lines if "entropy" in line)
     for label in ("BLEU-4", "coverage", "backward %", "grounding %", "AER %"):
         assert label in header
@@ -36,7 +38,8 @@ def test_compare_prints_a_row_per_modality_and_writes_csv_json_figures(tiny_imag
     for name in doc["figures"]:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.width > 500 and im.height > 200
-    assert {"entropy_by_position.png", "peak_by_word_class.png", "grounding_by_word_class.png"} <= set(doc["figures"])
+    assert {"entropy_by_position.png", "peak_by_word_class.png",
+            "grounding_by_word_class.png"} <= set(doc["figures"])
 
 
 def test_compare_with_a_missing_checkpoint_is_one_line(tmp_path):
