@@ -107,8 +107,8 @@ def screenshot(driver, view, path: Path) -> Path:
     return path
 
 
-def test_describe_report_shows_the_sentence_and_the_clicked_words_attention(browser, tiny_image_run, tiny_data,
-                                                                            tmp_path):
+def test_describe_report_shows_the_sentence_and_each_words_attention(browser, tiny_image_run, tiny_data,
+                                                                      tmp_path):
     from selenium.webdriver.common.by import By
 
     images = [tiny_data / "images" / f"test_00000{k}.png" for k in range(3)]
@@ -248,3 +248,32 @@ def test_the_browser_draws_the_heatmap_the_png_draws(browser, tmp_path):
         heat = shown.sum(axis=2)
         y, x = np.unravel_index(np.argmax(np.where(away, heat, 0)), heat.shape)
         assert x0 <= x < x1 and y0 <= y < y1  # brightest where the word looks
+
+
+def test_time_views_with_and_without_a_backdrop(browser, tmp_path):
+    """A time layout (video clips, speech frames) as the modalities to come will give it."""
+    torch = pytest.importorskip("torch")
+    from selenium.webdriver.common.by import By
+
+    from mmdesc.contexts import TimeLayout
+    from mmdesc.predict import Described
+    from mmdesc.viz import html
+
+    layout = TimeLayout(spans=tuple((k * 0.25, (k + 1) * 0.25) for k in range(12)), duration=3.0)
+    alpha = torch.softmax(torch.tensor([[4.0 - abs(k - c) for k in range(12)] for c in (1, 6, 10)]), dim=1)
+    strip = Image.fromarray(np.tile(np.linspace(0, 255, 400, dtype=np.uint8)[None, :, None], (80, 1, 3)))
+    described = [Described("a moving star", ["a", "moving", "star"], -0.5, alpha, [4, 5, 6], layout)]
+    views = [html.view(described, "clip.mp4", modality="m", label="clip.mp4", backdrop=strip),
+             html.view(described, "clip.mp4", modality="m", label="no picture")]
+    report = html.write_report(tmp_path / "t.html", "time", [html.group("0", "clip", views)])
+    open_report(browser, report)
+    shown = browser.find_elements(By.CSS_SELECTOR, ".view")
+    assert [v.get_attribute("data-kind") for v in shown] == ["time", "time"]
+    heights = [browser.execute_script("return arguments[0].querySelector('canvas').height", v) for v in shown]
+    assert heights[0] > heights[1]  # the backdrop sits above the curve
+    before = [drawn(browser, v) for v in shown]
+    shown[0].find_elements(By.CSS_SELECTOR, ".sentence .word")[2].click()
+    assert all(shown[k].get_attribute("data-word") == "2" for k in (0, 1))  # linked: the same word
+    assert [drawn(browser, v) for v in shown] != before
+    assert "2.50\u20132.75 s" in shown[0].find_element(By.CSS_SELECTOR, ".where").text
+    screenshot(browser, shown[0], tmp_path / "time.png")
