@@ -30,7 +30,6 @@ from mmdesc.corpora.synth import WORD_CLASSES, read_manifest, word_class
 COLUMNS = (("n", "n"), ("bleu4", "BLEU-4"), ("chrf", "chrF"),
            ("entropy", "entropy"), ("peak", "peak"), ("coverage", "coverage"), ("ds_gap", "DS gap"),
            ("backward", "backward %"), ("jump", "jump"), ("grounding", "grounding %"), ("aer", "AER %"))
-FORM_KEYS = ("file", "line", "caption")  # the rest of a manifest form is ground truth (Example.meta)
 
 
 @dataclass
@@ -67,19 +66,29 @@ def read(trained, examples: Sequence[Example], search: dict, batch_size: int,
 # ----------------------------------------------------------------------------- shared scenes
 
 
-def scene_examples(trained, split: str) -> dict[str, tuple[Example, dict]]:
-    """``{scene id: (Example, scene)}`` for every scene of ``split`` in the manifest under the
-    model's data root that has a form for the model's modality."""
+def scene_examples(trained, split: str, examples: Sequence[Example]) -> dict[str, tuple[Example, dict]]:
+    """``{scene id: (Example, scene)}`` for the scenes of ``split``'s manifest (under the model's
+    data root) that have a form for the model's modality and are among ``examples``.
+
+    A form names its input - a ``file`` relative to the root, or the ``source`` line - and the
+    model's own split gives that input with its references and ground truth; the Example
+    returned carries the scene's id.
+    """
     root = Path(trained.recipe.data.root)
+    by_file = {str(Path(ex.source).resolve()): ex for ex in reversed(examples)}
+    by_line = {ex.source.strip(): ex for ex in reversed(examples)}
     out = {}
     for scene in read_manifest(root, split):
-        form = scene["forms"].get(trained.modality)
-        if form is None or not ("file" in form or "line" in form):
+        form = scene.get("forms", {}).get(trained.modality)
+        if not isinstance(form, dict):
             continue
-        source = str(root / form["file"]) if "file" in form else form["line"]
-        refs = [form["caption"]] if form.get("caption") else []
-        meta = {k: v for k, v in form.items() if k not in FORM_KEYS}
-        out[scene["id"]] = (Example(scene["id"], source, refs, meta), scene)
+        if isinstance(form.get("file"), str):
+            ex = by_file.get(str((root / form["file"]).resolve()))
+        else:
+            line = next((form[k] for k in ("source", "line") if isinstance(form.get(k), str)), None)
+            ex = by_line.get(line.strip()) if line is not None else None
+        if ex is not None:
+            out[scene["id"]] = (Example(scene["id"], ex.source, ex.references, ex.meta), scene)
     return out
 
 

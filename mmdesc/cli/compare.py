@@ -47,10 +47,10 @@ def command(checkpoints, split, limit, scenes, search, device, out_dir, html_pat
         s = resolve_search(m.recipe.search, search)
         settings.append((s, use_search(m, s)))
 
-    readings = []
+    readings, splits = [], [read_split(m.recipe, split) for m in models]
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        for m, label, (s, kwargs) in zip(models, labels, settings):
-            examples = read_split(m.recipe, split)[:limit]
+        for m, label, (s, kwargs), every in zip(models, labels, settings, splits):
+            examples = every[:limit]
             task = bar.add_task(f"{label} on {split}", total=len(examples))
             reading, failed = cmp.read(m, examples, kwargs, s.batch_size,
                                        progress=lambda n, t=task: bar.advance(t, n))
@@ -58,7 +58,7 @@ def command(checkpoints, split, limit, scenes, search, device, out_dir, html_pat
             readings.append(reading)
 
     # the same scenes, every model reading them in its own modality (3-best for the report)
-    per_model = [cmp.scene_examples(m, split) for m in models]
+    per_model = [cmp.scene_examples(m, split, every) for m, every in zip(models, splits)]
     ids = cmp.shared_scenes(per_model, scenes)
     if scenes and not ids:
         click.echo(f"warning: no scene of {split} is in every model's scene manifest "
