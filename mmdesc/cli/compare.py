@@ -88,12 +88,14 @@ def command(checkpoints, split, limit, scenes, search, device, out_dir, html_pat
 
 
 def _labels(models) -> list[str]:
-    """A row's name: the modality, and the model's name where two models share a modality."""
+    """A row's name: the modality, with the model's name where two models share a modality,
+    and a number where even that is the same (figures key their series by it)."""
     def label(m) -> str:
         if sum(x.modality == m.modality for x in models) == 1:
             return m.modality
         return f"{m.modality} ({m.recipe.name or m.path.parent.name})"
-    return [label(m) for m in models]
+    names = [label(m) for m in models]
+    return [f"{n} #{names[:k].count(n) + 1}" if names.count(n) > 1 else n for k, n in enumerate(names)]
 
 
 def _warn(failed) -> None:

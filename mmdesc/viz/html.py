@@ -29,7 +29,7 @@ from PIL import Image
 
 from mmdesc import alignment
 from mmdesc.viz import LINKS, VIEWS, WHERE, check_kind
-from mmdesc.viz.canvas import colormap_anchors
+from mmdesc.viz.canvas import as_matrix, colormap_anchors
 
 PICTURE_SIDE = {"grid": 240, "time": 640}  # longest side of a view's picture, px (never enlarged)
 PICTURE_HEIGHT = 120  # a time view's picture is at most this high, px
@@ -80,8 +80,7 @@ def view(described: Sequence[Any], source: str, *, modality: str, model: str = "
     layout = best.layout
     kind = check_kind(layout)
     n = len(layout)
-    a = np.asarray(best.alpha.detach().float().cpu().numpy() if hasattr(best.alpha, "detach") else best.alpha,
-                   dtype=np.float64)[:len(best.words), :n]  # (W, N)
+    a = as_matrix(best.alpha)[:len(best.words), :n]  # (W, N) over the real positions
     geometry = VIEWS[kind](layout, source, backdrop)
     picture = geometry.pop("picture")
     if picture is not None:

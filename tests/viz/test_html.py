@@ -154,8 +154,9 @@ def test_compare_report_links_the_views_of_one_scene(browser, tiny_image_run, ti
     assert r.code == 0, r.err
     data = open_report(browser, report)
     assert browser.find_element(By.CSS_SELECTOR, "table.stats").text.count("text") >= 1
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".summary figure img")) == len(
-        json.loads((out / "compare.json").read_text())["figures"])
+    doc = json.loads((out / "compare.json").read_text())
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".summary figure img")) == len(doc["figures"])
+    assert len({row["label"] for row in doc["rows"]}) == 3  # one name per model, also for a model given twice
     groups = browser.find_elements(By.CSS_SELECTOR, ".group")
     assert [g.get_attribute("data-id") for g in groups] == ["test_000000", "test_000001"]
     views = groups[0].find_elements(By.CSS_SELECTOR, ".view")
