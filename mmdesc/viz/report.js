@@ -239,6 +239,7 @@
         nbest.appendChild(li);
       }
       const details = el("details", "nbest-box");
+      details.open = v.nbest.length > 1;
       details.appendChild(el("summary", "", v.nbest.length + "-best"));
       details.appendChild(nbest);
       e.appendChild(details);
