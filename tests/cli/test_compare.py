@@ -50,12 +50,12 @@ def test_compare_with_a_missing_checkpoint_is_one_line(tmp_path):
 
 
 def test_evaluate_reports_attention_statistics(tiny_text_run):
-    r = mmdesc("evaluate", "-c", tiny_text_run, "--json")
+    r = mmdesc("evaluate", "-c", tiny_text_run, "--json", "--limit", 3)
     assert r.code == 0, r.err
     result = json.loads(r.out)
     assert 0.0 <= result["entropy"] <= 1.0 and 0.0 <= result["coverage"] <= 1.0
     assert 0.0 <= result["backward"] <= 100.0 and "aer" in result
-    table = mmdesc("evaluate", "-c", tiny_text_run)
+    table = mmdesc("evaluate", "-c", tiny_text_run, "--limit", 3)
     assert "attention entropy" in table.out and "attention backward (%)" in table.out
 
 
