@@ -215,3 +215,41 @@ def figures(readings: Sequence[Reading], labels: Sequence[str], outdir: Path,
                          "word class", "grounding %", y_max=100.0)
         out.append((path, "share (%) of grounded words whose most attended position lies in their referent"))
     return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def scene_groups(ids: Sequence[str], per_model: Sequence[dict], shared: Sequence[Reading]) -> list[dict]:
+    """The report's groups: one per shared scene, every model's view of it side by side.
+
+    per_model: each model's :func:`scene_examples`; shared: each model's reading of the scenes."""
+    from mmdesc.viz import html
+
+    groups = []
+    for sid in ids:
+        views = []
+        for forms, reading in zip(per_model, shared):
+            ex, scene = forms[sid]
+            at = next((j for j, e in enumerate(reading.examples) if e.id == sid), None)
+            if at is None:  # its input could not be read
+                continue
+            in_file = "file" in scene["forms"][reading.trained.modality]
+            views.append(html.model_view(reading.trained, ex.source, reading.described[at],
+                                         label=Path(ex.source).name if in_file else "",
+                                         reference=ex.references[0] if ex.references else None))
+        groups.append(html.group(sid, sid, views, per_model[0][sid][1].get("caption")))
+    return groups
+
+
+def input_groups(readings: Sequence[Reading], n: int) -> list[dict]:
+    """Without shared scenes: the first inputs of each model's split, one group each."""
+    from mmdesc.viz import html
+
+    groups = []
+    for reading in readings:
+        for ex, d in list(zip(reading.examples, reading.described))[:n]:
+            ref = ex.references[0] if ex.references else None
+            groups.append(html.group(f"{reading.trained.modality}-{ex.id}", ex.id,
+                                     [html.model_view(reading.trained, ex.source, d, reference=ref)]))
+    return groups

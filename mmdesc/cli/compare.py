@@ -129,46 +129,14 @@ def _print(tables) -> None:
 
 
 def _report(path, labels, tables, figures, ids, per_model, shared, readings, n) -> None:
+    from mmdesc import compare as cmp
     from mmdesc.compare import COLUMNS
     from mmdesc.viz import html
 
-    groups = _scene_groups(ids, per_model, shared) if shared else _input_groups(readings, n)
+    groups = cmp.scene_groups(ids, per_model, shared) if shared else cmp.input_groups(readings, n)
     head = ["modality", "model"] + [label for _, label in COLUMNS]
     sections = [html.table_html(head, [[r["label"], r["model"]] + [r.get(k) for k, _ in COLUMNS]
                                        for r in rows], caption=title)
                 for title, rows in tables]
     sections.append("".join(html.figure_html(p, caption) for p, caption in figures))
     html.write_report(path, f"mmdesc compare: {', '.join(labels)}", groups, sections)
-
-
-def _scene_groups(ids, per_model, shared) -> list[dict]:
-    """One group per shared scene: every model's view of it, side by side."""
-    from mmdesc.viz import html
-
-    groups = []
-    for sid in ids:
-        views = []
-        for forms, reading in zip(per_model, shared):
-            ex, scene = forms[sid]
-            at = next((j for j, e in enumerate(reading.examples) if e.id == sid), None)
-            if at is None:  # its input could not be read (warned above)
-                continue
-            in_file = "file" in scene["forms"][reading.trained.modality]
-            views.append(html.model_view(reading.trained, ex.source, reading.described[at],
-                                         label=Path(ex.source).name if in_file else "",
-                                         reference=ex.references[0] if ex.references else None))
-        groups.append(html.group(sid, sid, views, per_model[0][sid][1].get("caption")))
-    return groups
-
-
-def _input_groups(readings, n: int) -> list[dict]:
-    """Without shared scenes: the first inputs of each model's split, one group each."""
-    from mmdesc.viz import html
-
-    groups = []
-    for reading in readings:
-        for ex, d in list(zip(reading.examples, reading.described))[:n]:
-            ref = ex.references[0] if ex.references else None
-            groups.append(html.group(f"{reading.trained.modality}-{ex.id}", ex.id,
-                                     [html.model_view(reading.trained, ex.source, d, reference=ref)]))
-    return groups
