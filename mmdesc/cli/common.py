@@ -58,12 +58,12 @@ def hypotheses_json(described) -> list[dict]:
              "attention": [[round(float(a), 4) for a in row] for row in d.alpha]} for d in described]
 
 
-def draw(outdir: Path, name: str, described, source: str) -> Path:
-    """The attention picture of the best hypothesis, OUTDIR/NAME.png, or NAME-1.png, NAME-2.png ...
-    when that exists: a picture is never overwritten (a warning line names the one written).
-    NAME may hold folders (made as needed)."""
+def draw(outdir: Path, name: str, described, source: str, modality: str | None = None) -> Path:
+    """The attention picture of the best hypothesis (over the modality's backdrop when its
+    module has one), OUTDIR/NAME.png, or NAME-1.png, NAME-2.png ... when that exists: a picture
+    is never overwritten (a warning line names the one written). NAME may hold folders."""
     from mmdesc.errors import one_line
-    from mmdesc.viz import draw_attention
+    from mmdesc.viz import backdrop_for, draw_attention
 
     target = claim(outdir / f"{name}.png")
     if target != outdir / f"{name}.png":
@@ -71,7 +71,8 @@ def draw(outdir: Path, name: str, described, source: str) -> Path:
                    err=True)
     best = described[0]
     try:
-        return draw_attention(best.layout, source, best.words, best.alpha.numpy(), target)
+        return draw_attention(best.layout, source, best.words, best.alpha.numpy(), target,
+                              backdrop=backdrop_for(modality, source, best.layout))
     except BaseException:
         target.unlink(missing_ok=True)  # no empty picture left behind
         raise

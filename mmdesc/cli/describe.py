@@ -81,7 +81,10 @@ def router(models: list, modalities) -> "callable":
               help="Write one PNG per input under this folder, named by the input's path: the input "
                    "and where the model looked for each word.")
 @click.option("--json", "as_json", is_flag=True, help="Print hypotheses, scores and attention as JSON.")
-def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one self-contained HTML page (no network needed): each input's sentence, where "
+                   "the model looked for each word (hover, click, play), the n-best list and statistics.")
+def command(files, checkpoints, search, device, attention_dir, as_json, html_path) -> None:
     """Describe FILES (images, videos, sound...; folders are searched for the kinds the
     checkpoints read) in natural language.
 
@@ -122,7 +125,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
         s = resolve_search(m.recipe.search, search)
         settings[id(m)] = (s, use_search(m, s))
     chunk = max(s.batch_size for s, _ in settings.values())
-    records, names = [], picture_names(paths)
+    records, groups, names = [], [], picture_names(paths)
     with Progress(transient=True, disable=not sys.stderr.isatty() or len(paths) < 2 * chunk) as bar:
         task = bar.add_task("describe", total=len(paths))
         for start in range(0, len(paths), chunk):
@@ -144,10 +147,16 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
                     failures.append(MediaError(p, f"no model for '{p.suffix}' files among the checkpoints given"))
                     click.echo(f"error: {failures[-1]}", err=True)
                 elif i in results:
-                    _emit(p, results[i], attention_dir and Path(attention_dir) / names[p], as_json, records, failures)
+                    picture = attention_dir and Path(attention_dir) / names[p]
+                    _emit(p, route(p), i + start, results[i], picture, html_path, groups, as_json, records, failures)
             bar.advance(task, len(part))
     if as_json:
         click.echo(json.dumps(records, indent=1))
+    if html_path:
+        from mmdesc.viz.html import write_report
+
+        write_report(html_path, f"mmdesc describe: {len(groups)} inputs", groups)
+        click.echo(f"wrote {html_path}", err=True)
     if failures:
         click.echo(f"{len(failures)} of {len(paths) + n_folders} files failed:", err=True)
         for e in failures:
@@ -155,15 +164,23 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
         raise SystemExit(2)
 
 
-def _emit(p: Path, d: list, picture: Path | None, as_json: bool, records: list, failures: list) -> None:
-    """Print (or keep, for --json) one file's descriptions, and draw its picture."""
+def _emit(p: Path, model, index: int, d: list, picture: Path | None, html_path, groups: list, as_json: bool,
+          records: list, failures: list) -> None:
+    """Print (or keep, for --json) one file's descriptions, draw its picture, add its HTML view."""
     from mmdesc.errors import MediaError, one_line
 
     if picture:
         try:
-            draw(picture.parent, picture.stem, d, str(p))
+            draw(picture.parent, picture.stem, d, str(p), model.modality)
         except (OSError, ValueError) as e:
             failures.append(MediaError(p, f"cannot draw attention ({e})"))
+    if html_path:
+        from mmdesc.viz import html
+
+        try:
+            groups.append(html.group(str(index), p.name, [html.model_view(model, str(p), d)]))
+        except (OSError, ValueError, MediaError) as e:
+            failures.append(MediaError(p, f"cannot show attention ({e})"))
     if as_json:
         records.append({"file": str(p), "hypotheses": hypotheses_json(d)})
     else:

@@ -6,11 +6,13 @@ import sys
 
 import click
 
+from mmdesc.alignment import LABELS as ATTENTION_LABELS
 from mmdesc.cli.common import resolve_search, search_options, writable_file
 
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
-          "align_precision": "alignment precision", "align_recall": "alignment recall"}
+          "align_precision": "alignment precision", "align_recall": "alignment recall",
+          **{k: f"attention {v}" for k, v in ATTENTION_LABELS.items()}}
 
 
 @click.command("evaluate")
@@ -26,7 +28,9 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     Reports BLEU-1..4 and chrF (sacrebleu, with their signatures) and CIDEr-D; where the
     corpus has ground truth for attention, also the grounding of shape words in images
     (% whose most attended cell lies in the object's box) and the alignment error rate
-    of the attention for translation (argmax per target word, reading the reference).
+    of the attention for translation (argmax per target word, reading the reference),
+    and how the attention spreads: entropy, peak mass, coverage and, over sequences, the
+    share of backward steps and the mean jump (see mmdesc.alignment).
 
     Inputs that cannot be read are skipped with a warning; the scores of the others are
     printed and the exit code is 2 (no usable input at all: an error, nothing scored).

@@ -96,7 +96,7 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
             else:
                 click.echo(d[0].text if d else "")
             if attention_dir and d:
-                draw(Path(attention_dir), f"{n + i + 1:05d}", d, line)
+                draw(Path(attention_dir), f"{n + i + 1:05d}", d, line, model.modality)
         sys.stdout.flush()
         n += len(batch)
     if failed:

@@ -296,6 +296,29 @@ def translate_fr(english: str) -> tuple[str, dict]:
     return " ".join(t.fr), {"sure": sure, "possible": sorted(sure + t.possible)}
 
 
+_FUNCTION_WORDS = {"a", "there", "is", "and", "un", "une", "d'un", "d'une", "il", "y", "et"}
+_RELATION_WORDS = {"to", "the", "left", "right", "of", "above", "below",
+                   "à", "gauche", "droite", "au-dessus", "en", "dessous"}
+WORD_CLASSES = ("shape", "colour", "size", "relation", "function", "other")
+
+
+def word_class(word: str) -> str:
+    """The class of a caption word, English or French: shape, colour, size, relation,
+    function, or other (a word outside the caption grammar)."""
+    w = word.lower()
+    if w in SHAPES or any(w == fr for fr, _ in _NOUN_FR.values()):
+        return "shape"
+    if w in COLOURS or any(w in forms for forms in _COLOUR_FR.values()):
+        return "colour"
+    if w in SIZES or any(w in forms for forms in _SIZE_FR.values()):
+        return "size"
+    if w in _RELATION_WORDS:
+        return "relation"
+    if w in _FUNCTION_WORDS:
+        return "function"
+    return "other"
+
+
 def pharaoh(alignment: dict) -> str:
     """Pharaoh line: sure links ``i-j``, possible-only links ``i?j``."""
     sure = {tuple(p) for p in alignment["sure"]}
