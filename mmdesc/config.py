@@ -76,6 +76,7 @@ class DataConfig:
     train: SplitSlot
     valid: SplitSlot
     test: SplitSlot | None = None
+    test_shift: SplitSlot | None = None  # a test split drawn outside the training ranges (data synth --shift)
     max_target_words: int = 60  # longer training targets are truncated
 
     def problems(self) -> list[str]:

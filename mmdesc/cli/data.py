@@ -19,13 +19,18 @@ def command() -> None:
 @click.option("--seed", default=1, show_default=True)
 @click.option("--modalities", default="image,text", show_default=True,
               help="Comma-separated parts to write (image: PNG + COCO JSON; text: English-French parallel text).")
-def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: str) -> None:
+@click.option("--shift", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also write a test split of this many scenes drawn outside the training ranges "
+                   "(test_shift: wider rotations, other styles and backgrounds), for the parts that have one.")
+def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: str, shift: int) -> None:
     """Write the synthetic multimodal corpus to OUT.
 
     Scenes of 1-3 coloured shapes, several English captions each, rendered as images
     (COCO captions JSON with object boxes) and translated into French (parallel text
     with the grammar's word alignment), so attention can be scored against ground truth.
     """
+    import inspect
+
     from mmdesc.errors import ConfigError
     from mmdesc.modalities import MODALITIES
 
@@ -33,7 +38,12 @@ def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: st
     bad = [m for m in parts if m not in MODALITIES]
     if bad:
         raise ConfigError(f"--modalities: {', '.join(bad)} not among {{{', '.join(MODALITIES)}}}")
+    shifted = [m for m in parts if "shift" in inspect.signature(MODALITIES[m].synthesize).parameters] if shift else []
+    if shift and not shifted:
+        raise ConfigError(f"--shift: none of {', '.join(parts)} writes a shifted test split")
     for m in parts:
         click.echo(f"writing the {m} part to {out} ...", err=True)
-        MODALITIES[m].synthesize(Path(out), train, valid, test, seed)
-    click.echo(f"wrote {train}/{valid}/{test} scenes ({', '.join(parts)}) to {out}")
+        extra = {"shift": shift} if m in shifted else {}
+        MODALITIES[m].synthesize(Path(out), train, valid, test, seed, **extra)
+    more = f", {shift} shifted test scenes ({', '.join(shifted)})" if shifted else ""
+    click.echo(f"wrote {train}/{valid}/{test} scenes ({', '.join(parts)}){more} to {out}")

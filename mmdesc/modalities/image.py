@@ -506,8 +506,11 @@ def read_split(split: SplitConfig, root: Path) -> list[Example]:
     return read_coco(root / split.captions, root / split.images)
 
 
-def synthesize(root: Path, train: int, valid: int, test: int, seed: int) -> None:
-    """Write the image part of the synthetic corpus under ``root``."""
-    from mmdesc.corpora.synth import write_image_corpus
+def synthesize(root: Path, train: int, valid: int, test: int, seed: int, shift: int = 0) -> None:
+    """Write the image part of the synthetic corpus under ``root``; with ``shift`` > 0 also a
+    test split of that many scenes drawn outside the training ranges (``captions_test_shift.json``)."""
+    from mmdesc.corpora.synth import write_image_corpus, write_shift_split
 
     write_image_corpus(root, train, valid, test, seed)
+    if shift:
+        write_shift_split(root, shift, seed)
