@@ -62,7 +62,7 @@ class RenderStyle:
 
     # geometry
     across: tuple[tuple[str, tuple[float, float]], ...] = tuple(ACROSS.items())  # per size word
-    rotation: tuple[float, float] = (0.0, 20.0)  # |angle| in degrees; circles never turn
+    rotation: tuple[float, float] = (0.0, 25.0)  # |angle| in degrees; circles never turn
     margin: float = 1.0  # least distance of a box from the border
     gap: float = 2.0  # least distance between two boxes
     touch: float = 0.0  # chance an object goes right beside one already placed (boxes ~gap apart)
@@ -106,7 +106,7 @@ class RenderStyle:
         wider rotations, nearly touching objects and objects at the border, thin hollow and
         hatched shapes, strong shading and shadows, other shades, checked and high-contrast
         striped backgrounds, stronger blur, noise and JPEG compression."""
-        return cls(across=(("small", (7.0, 8.5)), ("large", (26.5, 28.0))), rotation=(20.0, 45.0),
+        return cls(across=(("small", (7.0, 8.5)), ("large", (26.5, 28.0))), rotation=(25.0, 45.0),
                    margin=0.0, gap=0.5, touch=0.6, border=0.4,
                    fills=(("hollow", 0.35), ("hatched", 0.3), ("shaded", 0.35)), stroke=(1.4, 2.0),
                    shading=(0.45, 0.6), shadow=0.7, shadow_offset=(2.0, 3.5),

@@ -55,6 +55,8 @@ class ReaderConfig:
     max_pixels: int = 40_000_000
     # Training-time augmentation (Reader.augment), all off by default. Nothing flips the image
     # (that would swap "left of" for "right of") and nothing turns the hue (it names the colour).
+    # Turning the whole picture turns the relations too: a synthetic pair may lie 37.6 degrees
+    # off its axis (the grammar's 1.3:1 rule), 7 short of the diagonal, so keep augment_degrees <= 7.
     augment_degrees: float = 0.0  # random rotation within +-degrees
     augment_translate: float = 0.0  # random shift up to this share of the canvas, each axis
     augment_scale: float = 0.0  # random zoom within 1 +- scale

@@ -218,7 +218,7 @@ def test_shifted_style_lies_outside_the_training_ranges():
         gaps += [max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3]) for i, a in enumerate(boxes) for b in boxes[i + 1:]]
         for o in s.objects:
             if o.shape != "circle":
-                assert 20 <= abs(o.angle) <= 45
+                assert 25 <= abs(o.angle) <= 45
     assert sum(g <= 2 for g in gaps) >= len(gaps) // 4 and borders >= 50  # nearly touching, at the border
     with pytest.raises(ValueError, match="fills: plaid"):
         synth.RenderStyle(fills=(("plaid", 1.0),))
