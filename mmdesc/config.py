@@ -111,6 +111,7 @@ class DataConfig:
     train: SplitSlot
     valid: SplitSlot
     test: SplitSlot | None = None
+    test_shift: SplitSlot | None = None  # a test split drawn outside the training ranges (data synth --shift)
     max_target_words: int = 60  # longer training targets are truncated
 
     def problems(self) -> list[str]:
@@ -214,6 +215,10 @@ class TrainConfig:
     threads: int = 0  # 0 = all cores
     workers: int = 1  # processes decoding training inputs ahead of the steps (0 = in the training process)
     check_data: Literal["probe", "full"] = "probe"  # up-front check of every input: a header probe, or a decode
+    # batches of similar lengths: by input length, or by input then target length (less padding,
+    # but BatchNorm in an encoder can then read the target's length, e.g. the object count, from
+    # its batch-mates: models learn to say more objects than an input holds)
+    bucket: Literal["input", "input+target"] = "input"
     skip_bad: bool = False
 
     def problems(self) -> list[str]:

@@ -42,7 +42,7 @@ LOG = "metrics.jsonl"
 APPLIED = ("train.lr", "train.max_steps", "train.max_minutes")
 FREE = ("name", "out", "data.root", "search", "train.valid_every", "train.valid_size", "train.save_every",
         "train.keep_last", "train.log_every", "train.patience", "train.device", "train.threads", "train.amp",
-        "train.compile", "train.skip_bad", "train.workers", "train.check_data")
+        "train.compile", "train.skip_bad", "train.workers", "train.check_data", "train.bucket")
 
 
 class RunFolder:

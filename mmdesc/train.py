@@ -98,7 +98,8 @@ class Trainer:
             self.tokenizer = build.build_tokenizer(recipe, train_ex)
         train_ex, ex_lengths = self._check("train", train_ex)
         pairs = make_pairs(train_ex, self.tokenizer, recipe.data.max_target_words)
-        self.lengths = [ex_lengths[i] * 1000 + len(y) for i, y in pairs]  # input length first, then target
+        by_target = self.cfg.bucket == "input+target"
+        self.lengths = [ex_lengths[i] * 1000 + (len(y) if by_target else 0) for i, y in pairs]  # sort keys
         self.dataset = Pairs(self.reader, train_ex, pairs, augment_seed=recipe.seed)
         self.collate = Collate(self.reader)
         valid_ex = build.read_split(recipe, "valid")[: self.cfg.valid_size]

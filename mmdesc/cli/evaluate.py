@@ -12,12 +12,17 @@ from mmdesc.cli.common import resolve_search, search_options, writable_file
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
           "align_precision": "alignment precision", "align_recall": "alignment recall",
+          "chair_i": "CHAIR-i (% named objects not there)", "chair_s": "CHAIR-s (% captions inventing one)",
+          "count_accuracy": "count accuracy (%)", "object_recall": "object recall (%)",
+          "attribute_accuracy": "attribute accuracy (%)", "shape_accuracy": "  shape", "colour_accuracy": "  colour",
+          "size_accuracy": "  size", "relation_accuracy": "relation accuracy (%)",
           **{k: f"attention {v}" for k, v in ATTENTION_LABELS.items()}}
 
 
 @click.command("evaluate")
 @click.option("--checkpoint", "-c", required=True, help="Checkpoint or run folder.")
-@click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "valid", "train", "test_shift"]), default="test", show_default=True,
+              help="test_shift: the test split drawn outside the training ranges, where the recipe names one.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N inputs.")
 @search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
@@ -30,7 +35,9 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     (% whose most attended cell lies in the object's box) and the alignment error rate
     of the attention for translation (argmax per target word, reading the reference),
     and how the attention spreads: entropy, peak mass, coverage and, over sequences, the
-    share of backward steps and the mean jump (see mmdesc.alignment).
+    share of backward steps and the mean jump (see mmdesc.alignment); where it knows the
+    objects of each input, also CHAIR-i/CHAIR-s (named objects that are not there), count
+    accuracy, object recall, attribute and relation accuracy.
 
     Inputs that cannot be read are skipped with a warning; the scores of the others are
     printed and the exit code is 2 (no usable input at all: an error, nothing scored).
