@@ -71,10 +71,7 @@ class ReaderConfig:
         found += [f"{n}: must be in [0, 1], got {getattr(self, n)}" for n in ("augment_blur", "augment_jpeg")
                   if not 0 <= getattr(self, n) <= 1]
         found += [f"{n}: must be < 1, got {getattr(self, n)}" for n in strengths[1:] if getattr(self, n) >= 1]
-        return found
-
-    def problems(self) -> list[str]:
-        found = check_range(self, 1, 4096, "size") + check_range(self, 1, 10 ** 10, "max_pixels")
+        found += check_range(self, 1, 4096, "size") + check_range(self, 1, 10 ** 10, "max_pixels")
         if not min(self.std) > 0:
             found.append(f"std: must be > 0, got {list(self.std)}")
         return found

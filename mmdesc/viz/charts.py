@@ -96,10 +96,10 @@ def bar_chart(out_path: str | Path, title: str, series: dict[str, Sequence[float
         cv.draw_text(draw, (x0 + (k + 0.5) * slot, y0 + PLOT_H + 6), cat, small, fill=cv.MUTED, anchor="ma")
         for s, values in enumerate(series.values()):
             v = values[k]
-            if v is None:
+            if v is None or not math.isfinite(v):
                 continue
             left = x0 + k * slot + slot * 0.1 + s * bar
-            top = y0 + PLOT_H - min(v, ym) / ym * PLOT_H
+            top = min(y0 + PLOT_H - max(0.0, min(v, ym)) / ym * PLOT_H, y0 + PLOT_H - 1)  # bars start at 0
             draw.rectangle((left, top, left + bar - 2, y0 + PLOT_H - 1), fill=PALETTE[s % len(PALETTE)])
     _legend(draw, list(series), x0 + PLOT_W + 16, y0, small)
     return cv.save_png(page, out_path)
