@@ -69,7 +69,7 @@ def _split_problems(recipe, split: str) -> list[str]:
     root, cfg, problems = Path(recipe.data.root), getattr(recipe.data, split, None), []
     for f in fields(cfg) if cfg is not None else ():
         value = getattr(cfg, f.name)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and f.metadata.get("path", True):
             p = root / value
             if not p.exists():
                 problems.append(f"data.{split}.{f.name}: {p} does not exist")
