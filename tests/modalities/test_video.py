@@ -344,7 +344,8 @@ def test_synthetic_clips_are_h264_with_captions_in_event_order(synth_root):
         assert ex.references[0].count(" , then ") == len(events) - 1
         for part, e in zip(ex.references[0].split(" , then "), events):
             obj = manifest[ex.id]["objects"][e["object"]]
-            assert part == f"a {obj['colour']} {obj['shape']} {e['action']}"
+            noun = f"{obj['colour']} {obj['shape']}"
+            assert part == f"{synth.article(noun)} {noun} {e['action']}"
             for word in (obj["colour"], obj["shape"], *e["action"].split()):
                 assert e["span"] in ex.meta["regions"][word]
         assert set(ex.meta["regions"]) <= set(ex.references[0].split())
