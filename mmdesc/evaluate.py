@@ -13,8 +13,10 @@ def score(trained, loaded: Loaded, *, batch_size: int = 64, alignment: bool = Tr
     """Corpus scores of the best hypothesis per input, and those hypotheses.
 
     Adds ``grounding`` (share of words naming a region whose most attended position lies
-    in it) when examples carry ``regions``, and ``aer`` (alignment error rate of the
-    attention while reading the reference) when they carry ``alignment``."""
+    in it) when examples carry ``regions``, ``aer`` (alignment error rate of the
+    attention while reading the reference) when they carry ``alignment``, and
+    ``time_alignment``/``backward_steps`` (where and how monotonically the attention reading
+    the reference moves in time) when they carry ``spans``."""
     described = describe(trained, loaded.items, batch_size=batch_size, progress=progress, **search)
     hyps = [d[0].text for d in described]
     refs = [ex.references for ex in loaded.examples]
@@ -26,6 +28,9 @@ def score(trained, loaded: Loaded, *, batch_size: int = 64, alignment: bool = Tr
     aligned = [i for i, ex in enumerate(loaded.examples) if "alignment" in ex.meta]
     if aligned:
         result.update(_aer(trained, loaded, aligned, batch_size))
+    timed = [i for i, ex in enumerate(loaded.examples) if "spans" in ex.meta]
+    if timed:
+        result.update(_time_alignment(trained, loaded, timed, batch_size))
     return result, hyps
 
 
@@ -51,3 +56,12 @@ def _aer(trained, loaded: Loaded, idx: list[int], batch_size: int) -> dict:
         possible = {tuple(p) for p in ex.meta["alignment"].get("possible", [])} | sure
         items.append((pred, sure, possible))
     return metrics.alignment_error_rate(items)
+
+
+def _time_alignment(trained, loaded: Loaded, idx: list[int], batch_size: int) -> dict:
+    tok = trained.tokenizer
+    exs = [loaded.examples[i] for i in idx]
+    forced = force_attention(trained, [loaded.items[i] for i in idx], [ex.references[0] for ex in exs], batch_size)
+    items = [(alpha, tok.word_index(tok.encode(ex.references[0])), lay, ex.meta["spans"])
+             for ex, (alpha, lay) in zip(exs, forced)]
+    return metrics.time_alignment(items)

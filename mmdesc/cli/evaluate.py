@@ -10,7 +10,10 @@ from mmdesc.cli.common import resolve_search, search_options
 
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
-          "align_precision": "alignment precision", "align_recall": "alignment recall"}
+          "align_precision": "alignment precision", "align_recall": "alignment recall",
+          "wer": "WER (%)", "cer": "CER (%)", "substitutions": "substitutions", "deletions": "deletions",
+          "insertions": "insertions", "time_alignment": "time alignment (% words)",
+          "backward_steps": "backward attention steps (%)"}
 
 
 @click.command("evaluate")
@@ -25,8 +28,12 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
 
     Reports BLEU-1..4 and chrF (sacrebleu, with their signatures) and CIDEr-D; where the
     corpus has ground truth for attention, also the grounding of shape words in images
-    (% whose most attended cell lies in the object's box) and the alignment error rate
-    of the attention for translation (argmax per target word, reading the reference).
+    (% whose most attended cell lies in the object's box), the alignment error rate
+    of the attention for translation (argmax per target word, reading the reference), and
+    for inputs with word time spans (speech) the share of words whose attention's centre
+    of mass lies in the word's span and the share of steps where the attention moves back.
+    WER and CER (jiwer, against the first reference) come with their substitutions,
+    deletions and insertions.
     """
     import time
 
@@ -63,7 +70,8 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     table.add_column("score", justify="right")
     for key, label in LABELS.items():
         if key in result:
-            table.add_row(label, f"{result[key]:.2f}")
+            value = result[key]
+            table.add_row(label, str(value) if isinstance(value, int) else f"{value:.2f}")
     console = Console()
     console.print(table)
     for key in ("bleu_signature", "chrf_signature"):
