@@ -57,11 +57,14 @@ def _library() -> tuple[str, str | None]:
 
 @dataclass
 class Spoken:
-    """samples: int16 (n,) at ``rate`` Hz; ``words[i] = (start_s, end_s)`` of the i-th word event."""
+    """samples: int16 (n,) at ``rate`` Hz; ``words[i] = (start_s, end_s)`` of the i-th whitespace
+    word of the text; ``timed[i]``: whether word i had a word event of its own (else its span
+    is a share of its group's)."""
 
     samples: np.ndarray
     rate: int
     words: list[tuple[float, float]]
+    timed: list[bool]
 
 
 class ESpeak:
@@ -89,7 +92,7 @@ class ESpeak:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         i = 0
         while events[i].type != _EV_LIST_TERMINATED:
-            self._events.append((events[i].type, events[i].sample))
+            self._events.append((events[i].type, events[i].sample, events[i].text_position))
             i += 1
         return 0
 
@@ -115,8 +118,38 @@ class ESpeak:
         lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
         lib.espeak_Synchronize()
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        starts = [s for kind, s in self._events if kind == _EV_WORD]
-        end = max([s for kind, s in self._events if kind in (_EV_END, _EV_MSG_TERMINATED)] + [len(samples)])
-        bounds = starts + [min(end, len(samples))]
-        words = [(bounds[i] / self.rate, bounds[i + 1] / self.rate) for i in range(len(starts))]
-        return Spoken(samples, self.rate, words)
+        starts = [(pos - 1, smp / self.rate) for kind, smp, pos in self._events if kind == _EV_WORD]
+        ends = [smp for kind, smp, _ in self._events if kind in (_EV_END, _EV_MSG_TERMINATED)]
+        end = min(max(ends + [0]) or len(samples), len(samples)) / self.rate
+        words, timed = word_spans(text, starts, end)
+        return Spoken(samples, self.rate, words, timed)
+
+
+def word_spans(text: str, starts: list[tuple[int, float]], end: float) -> tuple[list[tuple[float, float]], list[bool]]:
+    """Spans of the whitespace words of ``text`` from word events ``(character offset, start_s)``.
+
+    A word with an event starts there; the words after it up to the next event form its group,
+    whose span (to the next event, or ``end``) is shared out in proportion to letters + 1.
+    Words before the first event belong to it. Returns (spans, timed) with one entry per word."""
+    offsets, words, pos = [], text.split(), 0
+    for w in words:
+        pos = text.index(w, pos)
+        offsets.append(pos)
+        pos += len(w)
+    if not words:
+        return [], []
+    owner = {}  # word index -> its event's start time
+    for char, t in starts:
+        w = max([i for i, o in enumerate(offsets) if o <= char] or [0])
+        owner.setdefault(w, t)
+    heads = sorted(owner) or [0]
+    heads[0] = 0
+    times = [owner.get(h, 0.0) for h in heads] + [max(end, max(owner.values(), default=0.0))]
+    spans: list[tuple[float, float]] = []
+    for g, head in enumerate(heads):
+        group = words[head: heads[g + 1] if g + 1 < len(heads) else len(words)]
+        weights = np.array([len(w) + 1 for w in group], dtype=np.float64)
+        edges = times[g] + np.concatenate([[0.0], np.cumsum(weights) / weights.sum()]) * (times[g + 1] - times[g])
+        spans += [(float(edges[i]), float(edges[i + 1])) for i in range(len(group))]
+    timed = [i in owner for i in range(len(words))]
+    return spans, timed
