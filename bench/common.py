@@ -24,7 +24,6 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_RECIPE = ROOT / "recipes" / "image.yaml"
-TEXT_RECIPE = ROOT / "recipes" / "translate.yaml"
 
 # Show, Attend and Tell (Xu et al. 2015) sizes over a 14 x 14 grid of 2048-d ResNet features
 # (the paper's VGG features had 512 dims).
@@ -183,26 +182,23 @@ def synthetic_captions(n: int, seed: int = 0) -> list[str]:
     return [c for _ in range(n) for c in captions(sample_scene(rng, 64))]
 
 
-def synthetic_images(n: int, folder: Path, seed: int = 0) -> list[Path]:
-    """Write ``n`` synthetic 64 x 64 PNG scenes into ``folder``; returns their paths."""
-    from mmdesc.corpora.synth import render, sample_scene
-
-    rng = random.Random(seed)
-    paths = []
-    for k in range(n):
-        path = Path(folder) / f"scene_{k:05d}.png"
-        render(sample_scene(rng, 64), rng).save(path)
-        paths.append(path)
-    return paths
-
-
 def synthetic_sources(modality: str, n: int, folder: Path) -> list:
-    """``n`` inputs that ``Reader.load`` of ``modality`` accepts: PNG paths or sentences."""
-    if modality == "image":
-        return synthetic_images(n, folder)
-    if modality == "text":
-        return [synthetic_captions(1, seed=k)[0] for k in range(n)]
-    raise ValueError(f"no synthetic inputs for modality {modality!r}: one of {{image, text}}")
+    """``n`` inputs that ``Reader.load`` of ``modality`` accepts, made by the modality's own
+    ``bench_inputs`` (files written into ``folder``, or lines of text)."""
+    from mmdesc.modalities import MODALITIES
+
+    return MODALITIES[modality].bench_inputs(Path(folder), n)
+
+
+def recipe_for(modality: str) -> Path | None:
+    """The first recipe in recipes/ (not the tiny twins) whose ``modality:`` is ``modality``."""
+    import yaml
+
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and doc.get("modality") == modality:
+            return path
+    return None
 
 
 # ---------------------------------------------------------------- models

@@ -1,16 +1,12 @@
 """Encoding speed: inputs per second through each modality's reader and encoder.
 
-For every modality in mmdesc.modalities.MODALITIES (and the ones announced for later,
-video and speech, which are skipped with a line saying why until their module exists),
---inputs synthetic inputs are read with ``Reader.load`` one by one, batched with
-``collate`` in batches of --batch, moved to the device and encoded with ``Encoder.forward``
-(eval mode, no gradient). Readers and encoders are built from the default recipes
-(recipes/image.yaml, recipes/translate.yaml) with random weights, or, for the modality of
+For every modality in mmdesc.modalities.MODALITIES, --inputs synthetic inputs (made by
+the modality's ``bench_inputs``: files in a temporary folder, served from the page cache,
+or lines of text) are read with ``Reader.load`` one by one, batched with ``collate`` in
+batches of --batch, moved to the device and encoded with ``Encoder.forward`` (eval mode,
+no gradient). Readers and encoders are built from the modality's recipe in recipes/ with
+random weights (the reader fitted on synthetic captions), or, for the modality of
 --checkpoint, taken from the trained model.
-
-  image  64 x 64 PNG scenes written to a temporary folder (served from the page cache,
-         so load measures PNG decoding and resizing, not the disk)
-  text   synthetic English captions; the reader's sentencepiece model is fitted on others
 
 inputs_per_s is the whole pipeline (load + collate + encode); load_ms, collate_ms and
 encode_ms per input split it into its parts. Each is the median over --repeats passes.
@@ -23,11 +19,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import (IMAGE_RECIPE, TEXT_RECIPE, Report, parser, report_peak_memory, reset_peak_memory, setup,
-                    synthetic_captions, synthetic_sources)
-
-RECIPES = {"image": IMAGE_RECIPE, "text": TEXT_RECIPE}
-LATER = ("video", "speech")  # modalities planned but possibly not written yet
+from common import (Report, parser, recipe_for, report_peak_memory, reset_peak_memory, setup, synthetic_captions,
+                    synthetic_sources)
 
 
 def reader_and_encoder(name: str, module, trained, device):
@@ -37,9 +30,12 @@ def reader_and_encoder(name: str, module, trained, device):
 
     if trained is not None and trained.modality == name:
         return trained.reader, trained.model.encoder.eval()
-    recipe = load_recipe(RECIPES[name])
+    recipe = load_recipe(recipe_for(name))
     reader = module.Reader(**asdict(recipe.input))
-    reader.fit([Example(str(k), c, [c]) for k, c in enumerate(synthetic_captions(200, seed=1))])
+    with tempfile.TemporaryDirectory() as tmp:
+        fit_on = synthetic_sources(name, 16, Path(tmp))
+        reader.fit([Example(str(k), src, [c]) for k, (src, c) in
+                    enumerate(zip(fit_on, synthetic_captions(16, seed=1)))])
     encoder = module.Encoder(**asdict(recipe.encoder), **reader.encoder_kwargs())
     return reader, encoder.to(device).eval()
 
@@ -101,17 +97,14 @@ def main() -> None:
     from mmdesc.modalities import MODALITIES
 
     trained = load_trained(args.checkpoint, device=str(device)) if args.checkpoint else None
-    for name in [*MODALITIES, *(m for m in LATER if m not in MODALITIES)]:
+    for name in MODALITIES:
         try:
             module = MODALITIES[name]
-        except KeyError:
-            report.emit("skipped", name, None, None, reason="not in mmdesc.modalities.MODALITIES yet")
-            continue
         except ModuleNotFoundError as e:
             report.emit("skipped", name, None, None, reason=f"cannot import it: {e}")
             continue
-        if name not in RECIPES:
-            report.emit("skipped", name, None, None, reason="bench/encode.py has no synthetic inputs for it")
+        if not hasattr(module, "bench_inputs") or recipe_for(name) is None:
+            report.emit("skipped", name, None, None, reason="the modality has no bench_inputs or no recipe")
             continue
         bench_modality(report, args, device, name, module, trained)
     report.summary()

@@ -108,6 +108,12 @@ class ContextSet:
             raise ValueError(f"mask {tuple(self.mask.shape)} does not match vectors {tuple(self.vectors.shape)}")
         if len(self.layouts) != b:
             raise ValueError(f"{len(self.layouts)} layouts for a batch of {b}")
+        lengths = self.mask.sum(dim=1).tolist()
+        wrong = [(i, len(lay), n_real) for i, (lay, n_real) in enumerate(zip(self.layouts, lengths))
+                 if lay is not None and len(lay) != n_real]
+        if wrong:
+            i, n_lay, n_real = wrong[0]
+            raise ValueError(f"layout {i} has {n_lay} positions but its mask row has {n_real} real ones")
 
     @property
     def lengths(self) -> Tensor:

@@ -17,19 +17,19 @@ def command() -> None:
 @click.option("--valid", default=300, show_default=True, help="Validation scenes.")
 @click.option("--test", default=500, show_default=True, help="Test scenes.")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--modalities", default="image,text", show_default=True,
-              help="Comma-separated parts to write (image: PNG + COCO JSON; text: English-French parallel text).")
+@click.option("--modalities", default="", help="Comma-separated parts to write. [every registered modality]")
 def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: str) -> None:
     """Write the synthetic multimodal corpus to OUT.
 
-    Scenes of 1-3 coloured shapes, several English captions each, rendered as images
-    (COCO captions JSON with object boxes) and translated into French (parallel text
-    with the grammar's word alignment), so attention can be scored against ground truth.
+    Scenes of 1-3 coloured shapes with several English captions each, written in the form
+    of every modality (each modality's module writes its own part in a standard format,
+    with ground truth for its attention), and one scene manifest per split
+    (scenes_SPLIT.jsonl) that joins the forms of each scene.
     """
     from mmdesc.errors import ConfigError
     from mmdesc.modalities import MODALITIES
 
-    parts = [m.strip() for m in modalities.split(",") if m.strip()]
+    parts = [m.strip() for m in modalities.split(",") if m.strip()] or list(MODALITIES)
     bad = [m for m in parts if m not in MODALITIES]
     if bad:
         raise ConfigError(f"--modalities: {', '.join(bad)} not among {{{', '.join(MODALITIES)}}}")

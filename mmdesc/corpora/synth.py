@@ -16,18 +16,15 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmdesc.corpora import coco
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SIZES = ("small", "large")
 SPLITS = ("train", "valid", "test")
-PARTS = ("image", "text")
 
 # Far apart in hue and brightness, so a small CNN separates them through noise.
 COLOUR_RGB = {
@@ -343,83 +340,83 @@ def render(scene: Scene, rng: random.Random) -> Image.Image:
     return Image.fromarray(img.round().clip(0, 255).astype(np.uint8), "RGB")
 
 
-# ---------------------------------------------------------------- writers
-
-def _marker(root: Path, part: str) -> Path:
-    if part not in PARTS:
-        raise ValueError(f"part {part!r} is not one of {{{', '.join(PARTS)}}}")
-    return root / f".complete-{part}"
-
-
-def is_complete(root: Path, part: str) -> bool:
-    """Whether ``write_{part}_corpus`` finished under ``root`` (part: image or text)."""
-    return _marker(Path(root), part).exists()
+# ---------------------------------------------------------------- the corpus on disk
+#
+# Every modality module writes its own part (its ``synthesize``) from the same scenes:
+# ``split_scenes(seed, split, n)`` gives scene k of a split the id ``f"{split}_{k:06d}"`` in every
+# part, a part marks itself complete (``mark_complete``), and adds one entry per scene to the
+# split's scene manifest ``scenes_{split}.jsonl`` (``add_to_manifest``), which joins the forms of
+# a scene: each line is ``{"id", "caption", "objects", "forms": {part: {...}}}``.
 
 
-def _write_text(path: Path, text: str) -> None:
+def scene_id(split: str, k: int) -> str:
+    return f"{split}_{k:06d}"
+
+
+def split_scenes(seed: int, split: str, n: int, size: int = 64) -> list[Scene]:
+    """The scenes of one split: the same for every part written with the same seed and size."""
+    rng = random.Random(f"{seed}:{split}")
+    return [sample_scene(rng, size) for _ in range(n)]
+
+
+def _marker(root: Path, name: str) -> Path:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"part name {name!r} must be letters, digits, '_' or '-'")
+    return Path(root) / f".complete-{name}"
+
+
+def is_complete(root: Path, name: str) -> bool:
+    """Whether part ``name`` of the corpus finished writing under ``root``."""
+    return _marker(root, name).exists()
+
+
+def start_part(root: Path, name: str) -> None:
+    """Forget that part ``name`` was complete (it is being rewritten)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    _marker(root, name).unlink(missing_ok=True)
+
+
+def mark_complete(root: Path, name: str, info: dict) -> None:
+    """Record that part ``name`` is written (``info``: its seed and counts, JSON-able)."""
+    write_text_atomic(_marker(root, name), json.dumps(info) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _scenes(seed: int, split: str, n: int, size: int) -> list[Scene]:
-    """The scenes of one split; both writers draw the same ones for the same seed."""
-    rng = random.Random(f"{seed}:{split}")
-    return [sample_scene(rng, size) for _ in range(n)]
+def scene_record(scene: Scene) -> dict:
+    """What every form of a scene shares: its canonical caption and its objects."""
+    return {"caption": captions(scene)[0],
+            "objects": [{"shape": o.shape, "colour": o.colour, "size": o.size, "box": list(o.box)}
+                        for o in scene.objects]}
 
 
-def write_image_corpus(root: Path, train: int, valid: int, test: int, seed: int, size: int = 64,
-                       progress: Callable[[int, int], None] | None = None) -> None:
-    """Write ``images/{split}_{k:06d}.png`` and ``captions_{split}.json`` (COCO), then the marker."""
-    root = Path(root)
-    marker = _marker(root, "image")
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
-    counts = {"train": train, "valid": valid, "test": test}
-    total, done = sum(counts.values()), 0
-    for split, n in counts.items():
-        scenes = _scenes(seed, split, n, size)
-        paint = random.Random(f"{seed}:{split}:render")
-        images, annotations, objects = [], [], []
-        for k, scene in enumerate(scenes):
-            name = f"{split}_{k:06d}.png"
-            render(scene, paint).save(root / "images" / name, compress_level=6)
-            images.append({"id": k, "file_name": name, "width": scene.width, "height": scene.height})
-            for cap in captions(scene):
-                annotations.append({"id": len(annotations), "image_id": k, "caption": cap})
-            for o in scene.objects:
-                x0, y0, x1, y1 = o.box
-                objects.append({"image_id": k, "category": o.shape, "colour": o.colour, "size": o.size,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0]})
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        coco.write_coco(root / f"captions_{split}.json", images, annotations, objects)
-    _write_text(marker, json.dumps({"seed": seed, "size": size, **counts}) + "\n")
+def manifest_path(root: Path, split: str) -> Path:
+    return Path(root) / f"scenes_{split}.jsonl"
 
 
-def write_text_corpus(root: Path, train: int, valid: int, test: int, seed: int, size: int = 64) -> None:
-    """Write ``{split}.en``, ``{split}.fr``, ``{split}.align`` (Pharaoh), then the marker.
+def read_manifest(root: Path, split: str) -> list[dict]:
+    """The scene manifest of ``split`` (empty when no part wrote one), in scene order."""
+    path = manifest_path(root, split)
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
-    ``train`` counts scenes; each of a training scene's references becomes a pair, while
-    valid and test hold only each scene's canonical caption (one line per scene).
-    With the seed and ``size`` of an image corpus, the scenes are that corpus's scenes.
-    """
-    root = Path(root)
-    marker = _marker(root, "text")
-    root.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
-    counts = {"train": train, "valid": valid, "test": test}
-    for split, n in counts.items():
-        scenes = _scenes(seed, split, n, size)
-        en, fr, al = [], [], []
-        for scene in scenes:
-            refs = captions(scene)
-            for cap in refs if split == "train" else refs[:1]:
-                french, alignment = translate_fr(cap)
-                en.append(cap)
-                fr.append(french)
-                al.append(pharaoh(alignment))
-        for ext, lines in (("en", en), ("fr", fr), ("align", al)):
-            _write_text(root / f"{split}.{ext}", "".join(line + "\n" for line in lines))
-    _write_text(marker, json.dumps({"seed": seed, "size": size, **counts}) + "\n")
+
+def add_to_manifest(root: Path, split: str, name: str, entries: dict[str, dict],
+                    scenes: list[Scene] | None = None) -> None:
+    """Set ``forms[name]`` of the scenes in ``entries`` (scene id -> JSON-able entry: the part's
+    file or line, its caption, its ground truth); ``scenes`` (the split's, in order) fills in
+    the shared caption and objects. Other parts' entries are kept."""
+    records = {r["id"]: r for r in read_manifest(root, split)}
+    for k, scene in enumerate(scenes or ()):
+        records.setdefault(scene_id(split, k), {"id": scene_id(split, k), "forms": {}}).update(scene_record(scene))
+    for sid, entry in entries.items():
+        records.setdefault(sid, {"id": sid, "forms": {}})["forms"][name] = entry
+    lines = (json.dumps(records[sid]) + "\n" for sid in sorted(records))
+    write_text_atomic(manifest_path(root, split), "".join(lines))

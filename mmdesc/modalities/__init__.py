@@ -18,9 +18,26 @@ Each modality is one module here that defines, with these exact names:
 ``read_split(split: SplitConfig, root: Path) -> list[Example]``
     reads one split of a corpus (relative paths resolve against ``root``).
 ``synthesize(root: Path, train: int, valid: int, test: int, seed: int) -> None``
-    writes this modality's part of the synthetic corpus under ``root``.
+    writes this modality's part of the synthetic corpus under ``root`` from the shared scenes
+    (``corpora.synth.split_scenes``), its scene-manifest entries (``synth.add_to_manifest``)
+    and its completion marker (``synth.mark_complete``), all under its registry name.
+``bench_inputs(root: Path, n: int) -> list``
+    ``n`` sources ``Reader.load`` accepts (files written under ``root``, or lines), for bench/.
 ``SUFFIXES``
     file suffixes that ``describe`` routes to this modality (empty for text).
+
+Optional, used where present:
+
+``Reader.probe(source) -> int``
+    a cheap length (from a header, not a decode) for bucketing and the up-front data check;
+    raises ``MediaError`` for a clearly unusable file. Without it, ``length(load(source))``.
+``Reader.augment(item, rng: random.Random) -> item``
+    training-time augmentation; called by the training data only, never in evaluation.
+``claims(path) -> bool``
+    whether a file holds this modality's kind of input (its streams), for ``describe`` when
+    several models claim the same suffix (an ``.mp4`` may hold video or only sound).
+``backdrop(source, layout) -> PIL.Image | None``
+    the picture that attention is drawn over (the image, key frames, a spectrogram).
 
 Adding a modality is one module and one line in ``_MODULES``. Modules are imported on
 first use so that ``mmdesc --help`` stays light.

@@ -20,12 +20,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+import random
 import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError
 
+NAME = "image"  # this modality's key in MODALITIES, its corpus part and manifest forms
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 RESIZES = ("squash", "pad", "crop")
@@ -506,8 +508,59 @@ def read_split(split: SplitConfig, root: Path) -> list[Example]:
     return read_coco(root / split.captions, root / split.images)
 
 
-def synthesize(root: Path, train: int, valid: int, test: int, seed: int) -> None:
-    """Write the image part of the synthetic corpus under ``root``."""
-    from mmdesc.corpora.synth import write_image_corpus
+def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: int = 64,
+               progress: Callable[[int, int], None] | None = None) -> None:
+    """The image part of the synthetic corpus: ``images/{scene id}.png`` and ``captions_{split}.json``
+    (COCO, with every object's box), the scene-manifest entries, then the completion marker."""
+    from mmdesc.corpora import coco, synth
 
-    write_image_corpus(root, train, valid, test, seed)
+    root = Path(root)
+    synth.start_part(root, NAME)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    counts = {"train": train, "valid": valid, "test": test}
+    total, done = sum(counts.values()), 0
+    for split, n in counts.items():
+        scenes = synth.split_scenes(seed, split, n, size)
+        paint = random.Random(f"{seed}:{split}:render")
+        images, annotations, objects, entries = [], [], [], {}
+        for k, scene in enumerate(scenes):
+            name = f"{synth.scene_id(split, k)}.png"
+            synth.render(scene, paint).save(root / "images" / name, compress_level=6)
+            images.append({"id": k, "file_name": name, "width": scene.width, "height": scene.height})
+            refs = synth.captions(scene)
+            for cap in refs:
+                annotations.append({"id": len(annotations), "image_id": k, "caption": cap})
+            for o in scene.objects:
+                x0, y0, x1, y1 = o.box
+                objects.append({"image_id": k, "category": o.shape, "colour": o.colour, "size": o.size,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0]})
+            entries[synth.scene_id(split, k)] = {"file": f"images/{name}", "caption": refs[0],
+                                                 "boxes": [list(o.box) for o in scene.objects]}
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        coco.write_coco(root / f"captions_{split}.json", images, annotations, objects)
+        synth.add_to_manifest(root, split, NAME, entries, scenes)
+    synth.mark_complete(root, NAME, {"seed": seed, "size": size, **counts})
+
+
+def bench_inputs(root: Path, n: int) -> list[str]:
+    """``n`` synthetic 64 x 64 PNG scenes written into ``root``, for bench/encode.py."""
+    from mmdesc.corpora import synth
+
+    rng = random.Random(0)
+    paths = []
+    for k in range(n):
+        path = Path(root) / f"scene_{k:05d}.png"
+        synth.render(synth.sample_scene(rng, 64), rng).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def backdrop(source: str, layout) -> "Image.Image | None":
+    """The picture attention is drawn over: the image itself, as read from ``source``."""
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as img:
+        img.load()
+        return _to_rgb(ImageOps.exif_transpose(img)).copy()

@@ -25,6 +25,7 @@ from mmdesc.tokenize import EOS, PAD, SPECIALS, Tokenizer
 
 SUFFIXES: tuple[str, ...] = ()
 
+NAME = "text"  # this modality's key in MODALITIES, its corpus part and manifest forms
 TOKENIZERS = ("sentencepiece", "word")
 RNNS = ("gru", "lstm")
 SOURCE = "<input>"  # how a MediaError names a line of text
@@ -166,8 +167,42 @@ def read_split(split: SplitConfig, root: Path) -> list[Example]:
     return read_parallel(resolve(split.src), resolve(split.tgt), resolve(split.tsv), resolve(split.align))
 
 
-def synthesize(root: Path, train: int, valid: int, test: int, seed: int) -> None:
-    """Write the translation part of the synthetic corpus under ``root``."""
-    from mmdesc.corpora.synth import write_text_corpus
+def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: int = 64) -> None:
+    """The translation part of the synthetic corpus: ``{split}.en``, ``{split}.fr``, ``{split}.align``
+    (Pharaoh), the scene-manifest entries, then the completion marker.
 
-    write_text_corpus(root, train, valid, test, seed)
+    ``train`` counts scenes; each of a training scene's references becomes a pair, while valid
+    and test hold only each scene's canonical caption (one line per scene, in scene order).
+    """
+    from mmdesc.corpora import synth
+
+    root = Path(root)
+    synth.start_part(root, NAME)
+    counts = {"train": train, "valid": valid, "test": test}
+    for split, n in counts.items():
+        scenes = synth.split_scenes(seed, split, n, size)
+        en, fr, al, entries = [], [], [], {}
+        for k, scene in enumerate(scenes):
+            refs = synth.captions(scene)
+            first = len(en)
+            for cap in refs if split == "train" else refs[:1]:
+                french, alignment = synth.translate_fr(cap)
+                en.append(cap)
+                fr.append(french)
+                al.append(synth.pharaoh(alignment))
+            entries[synth.scene_id(split, k)] = {"line": first, "source": en[first], "caption": fr[first],
+                                                 "alignment": al[first]}
+        for ext, lines in (("en", en), ("fr", fr), ("align", al)):
+            synth.write_text_atomic(root / f"{split}.{ext}", "".join(line + "\n" for line in lines))
+        synth.add_to_manifest(root, split, NAME, entries, scenes)
+    synth.mark_complete(root, NAME, {"seed": seed, "size": size, **counts})
+
+
+def bench_inputs(root: Path, n: int) -> list[str]:
+    """``n`` synthetic English captions (no files), for bench/encode.py."""
+    import random
+
+    from mmdesc.corpora import synth
+
+    rng = random.Random(0)
+    return [synth.captions(synth.sample_scene(rng, 64))[0] for _ in range(n)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mmdesc.corpora import synth
+from mmdesc.modalities.image import synthesize as write_image_corpus
 from mmdesc.corpora.coco import read_coco, read_flickr_tokens, read_karpathy, write_coco
 from mmdesc.errors import DataError
 
@@ -30,7 +31,7 @@ def test_round_trip(tmp_path):
 
 
 def test_synthetic_corpus_reads_back(tmp_path):
-    synth.write_image_corpus(tmp_path, 4, 1, 1, seed=3, size=48)
+    write_image_corpus(tmp_path, 4, 1, 1, seed=3, size=48)
     ex = read_coco(tmp_path / "captions_train.json", tmp_path / "images")
     rng = random.Random("3:train")
     for e, scene in zip(ex, [synth.sample_scene(rng, 48) for _ in range(4)], strict=True):

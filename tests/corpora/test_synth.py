@@ -8,6 +8,8 @@ import pytest
 
 from mmdesc.corpora import synth
 from mmdesc.corpora.parallel import read_parallel
+from mmdesc.modalities.image import synthesize as write_image_corpus
+from mmdesc.modalities.text import synthesize as write_text_corpus
 
 
 def scenes(n: int, seed: int = 5, size: int | tuple[int, int] = 64) -> list[synth.Scene]:
@@ -131,12 +133,12 @@ def test_render_size_and_colour_at_the_centre():
 def test_image_corpus_is_deterministic_and_complete(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     seen = []
-    synth.write_image_corpus(a, 5, 3, 2, seed=9, size=40, progress=lambda d, t: seen.append((d, t)))
-    synth.write_image_corpus(b, 5, 3, 2, seed=9, size=40)
-    synth.write_image_corpus(c, 5, 3, 2, seed=10, size=40)
+    write_image_corpus(a, 5, 3, 2, seed=9, size=40, progress=lambda d, t: seen.append((d, t)))
+    write_image_corpus(b, 5, 3, 2, seed=9, size=40)
+    write_image_corpus(c, 5, 3, 2, seed=10, size=40)
     assert seen[-1] == (10, 10)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 10 + 3 + 1
+    assert len(files) == 10 + 3 + 3 + 1  # images, captions, scene manifests, marker
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert (a / "images/train_000000.png").read_bytes() != (c / "images/train_000000.png").read_bytes()
     doc = json.loads((a / "captions_valid.json").read_text())
@@ -145,22 +147,22 @@ def test_image_corpus_is_deterministic_and_complete(tmp_path):
 
 
 def test_interrupted_generation_is_not_complete(tmp_path):
-    synth.write_image_corpus(tmp_path, 2, 1, 1, seed=1)
+    write_image_corpus(tmp_path, 2, 1, 1, seed=1)
 
     def stop(done: int, total: int) -> None:
         if done == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        synth.write_image_corpus(tmp_path, 4, 1, 1, seed=1, progress=stop)
+        write_image_corpus(tmp_path, 4, 1, 1, seed=1, progress=stop)
     assert not synth.is_complete(tmp_path, "image")
-    with pytest.raises(ValueError, match="image, text"):
-        synth.is_complete(tmp_path, "video")
+    with pytest.raises(ValueError, match="letters, digits"):
+        synth.is_complete(tmp_path, "../x")
 
 
 def test_text_corpus_lines_and_scenes(tmp_path):
-    synth.write_text_corpus(tmp_path / "t", 6, 4, 3, seed=4, size=32)
-    synth.write_image_corpus(tmp_path / "i", 6, 4, 3, seed=4, size=32)
+    write_text_corpus(tmp_path / "t", 6, 4, 3, seed=4, size=32)
+    write_image_corpus(tmp_path / "i", 6, 4, 3, seed=4, size=32)
     assert synth.is_complete(tmp_path / "t", "text")
     train = read_parallel(tmp_path / "t/train.en", tmp_path / "t/train.fr", align=tmp_path / "t/train.align")
     train_scenes = [synth.sample_scene(r, 32) for r in [random.Random("4:train")] for _ in range(6)]
@@ -173,3 +175,21 @@ def test_text_corpus_lines_and_scenes(tmp_path):
     for ann in doc["annotations"]:
         firsts.setdefault(ann["image_id"], ann["caption"])
     assert [e.source for e in test] == [firsts[k] for k in range(3)]  # same seed, same scenes
+
+
+def test_scene_manifest_joins_the_parts(tmp_path):
+    write_image_corpus(tmp_path, 3, 2, 2, seed=4, size=32)
+    write_text_corpus(tmp_path, 3, 2, 2, seed=4, size=32)
+    rows = synth.read_manifest(tmp_path, "test")
+    scenes = synth.split_scenes(4, "test", 2, 32)
+    assert [r["id"] for r in rows] == ["test_000000", "test_000001"]
+    for row, scene in zip(rows, scenes):
+        assert row["caption"] == synth.captions(scene)[0]
+        assert [o["shape"] for o in row["objects"]] == [o.shape for o in scene.objects]
+        assert set(row["forms"]) == {"image", "text"}
+        assert (tmp_path / row["forms"]["image"]["file"]).is_file()
+        assert row["forms"]["image"]["boxes"] == [list(o.box) for o in scene.objects]
+        assert row["forms"]["text"]["source"] == row["caption"]
+        assert row["forms"]["text"]["caption"] == synth.translate_fr(row["caption"])[0]
+    lines = (tmp_path / "test.en").read_text().splitlines()
+    assert [lines[r["forms"]["text"]["line"]] for r in rows] == [r["caption"] for r in rows]
