@@ -570,9 +570,10 @@ def _render(job: dict) -> tuple[float, list[list[float]], int]:
     lead, tail_n = int(job["lead"] * RATE), int(job["tail"] * RATE)
     x = np.concatenate([np.zeros(lead), x, np.zeros(tail_n)])
     level = np.sqrt(np.mean(x[lead:lead + int(speech_s * RATE)] ** 2)) if speech_s > 0 else 1.0
-    spectrum = np.fft.rfft(rng.standard_normal(x.size))  # white, pink (1/f) or brown (1/f^2) noise
+    size = 1 << int(np.ceil(np.log2(x.size)))  # a power of two: FFTs of odd lengths are slow
+    spectrum = np.fft.rfft(rng.standard_normal(size))  # white, pink (1/f) or brown (1/f^2) noise
     spectrum /= np.maximum(np.arange(spectrum.size), 1) ** (job["colour"] / 2)
-    noise = np.fft.irfft(spectrum, x.size)
+    noise = np.fft.irfft(spectrum, size)[: x.size]
     noise *= level * 10 ** (-job["snr"] / 20) / max(np.sqrt(np.mean(noise ** 2)), 1e-12)
     x = x + noise
     x *= job["peak"] / max(np.abs(x).max(), 1e-9)
