@@ -529,7 +529,7 @@ def _job(rng: random.Random, text: str, voices: Sequence[str], path: str) -> dic
     return {"path": path, "text": text, "voice": rng.choice(voices), "accent": rng.choice(ACCENTS),
             "rate": rng.randint(135, 215), "pitch": rng.randint(25, 75), "range": rng.randint(20, 85),
             "gap": rng.choice((0, 0, 0, 1, 2)), "lead": rng.uniform(0.05, 0.35), "tail": rng.uniform(0.05, 0.3),
-            "snr": rng.uniform(8.0, 40.0), "colour": rng.choice((0.0, 1.0, 2.0)),
+            "snr": rng.uniform(10.0, 40.0), "colour": rng.choice((0.0, 1.0, 2.0)),
             "rt60": rng.uniform(0.15, 0.6) if rng.random() < 0.6 else 0.0, "drr": rng.uniform(-2.0, 12.0),
             "peak": rng.uniform(0.15, 0.95), "seed": rng.getrandbits(32)}
 
