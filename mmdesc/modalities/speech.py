@@ -394,7 +394,7 @@ class Encoder(nn.Module):
         self.front = nn.Sequential(
             nn.Conv2d(1, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
-        freq = -(-(-(-n_mels // 2)) // 2)  # ceil(ceil(F / 2) / 2)
+        freq = (n_mels + 3) // 4  # two stride-2 convolutions: ceil(F / 4) mel rows
         sizes = [channels * freq] + [2 * hidden * (2 if i < pyramid else 1) for i in range(layers - 1)]
         self.rnns = nn.ModuleList(nn.LSTM(d, hidden, batch_first=True, bidirectional=True) for d in sizes)
         self.drop = nn.Dropout(dropout)
