@@ -73,7 +73,7 @@ def train_step(decoder, batch: int, length: int, device):
     import torch
     import torch.nn.functional as F
 
-    from mmdesc.decoder import doubly_stochastic_penalty
+    from mmdesc.objective import doubly_stochastic_penalty
 
     ctx = random_contexts(batch, CLASSIC_POSITIONS, decoder.ctx_dim, device)
     inputs = torch.randint(4, decoder.vocab_size, (batch, length), device=device)

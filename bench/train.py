@@ -30,7 +30,7 @@ def train_step(decoder, ctx, inputs, outputs, opt):
     """A call that runs one optimisation step of ``decoder`` on fixed contexts and targets."""
     import torch.nn.functional as F
 
-    from mmdesc.decoder import doubly_stochastic_penalty
+    from mmdesc.objective import doubly_stochastic_penalty
 
     target_mask, ctx_mask = (outputs != 0).float(), ctx.mask.float()
 

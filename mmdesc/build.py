@@ -85,8 +85,14 @@ def build_model(recipe, reader, tokenizer):
     from mmdesc.model import Describer
 
     encoder = modality(recipe).Encoder(**asdict(recipe.encoder), **reader.encoder_kwargs())
-    dec = {k: v for k, v in asdict(recipe.decoder).items() if k != "ds_penalty"}
-    return Describer(encoder, Decoder(len(tokenizer), encoder.out_dim, **dec))
+    decoder = Decoder(len(tokenizer), encoder.out_dim, **asdict(recipe.decoder))
+    return Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
+
+
+def build_objective(recipe):
+    from mmdesc.objective import Objective
+
+    return Objective(**asdict(recipe.loss))
 
 
 def search_kwargs(search) -> dict:

@@ -95,7 +95,7 @@ class TokenizerConfig:
 @dataclass(frozen=True)
 class DecoderConfig:
     cell: Literal["gru", "lstm"] = "gru"
-    attention: Literal["mlp", "dot"] = "mlp"
+    attention: Literal["mlp", "dot", "location"] = "mlp"  # location: Chorowski et al. 2015
     emb: int = 128
     hidden: int = 256
     att: int = 128
@@ -103,15 +103,30 @@ class DecoderConfig:
     dropout: float = 0.1
     tied: bool = False  # tie output projection to embeddings (needs out == emb)
     gate: bool = False  # Show-Attend-Tell gating scalar beta
-    ds_penalty: float = 0.0  # doubly-stochastic attention penalty weight
     init: Literal["mean", "zero"] = "mean"
+    location_channels: int = 8  # location attention: filters over the previous alignment
+    location_kernel: int = 15  # location attention: their width in positions (odd)
 
     def problems(self) -> list[str]:
-        found = _positive(self, "emb", "hidden", "att", "out") + _non_negative(self, "ds_penalty")
+        found = _positive(self, "emb", "hidden", "att", "out", "location_channels", "location_kernel")
         found += _fraction(self, "dropout")
         if self.tied and self.out != self.emb:
             found.append(f"tied: needs out == emb, got out={self.out}, emb={self.emb}")
+        if self.location_kernel % 2 == 0:
+            found.append(f"location_kernel: must be odd, got {self.location_kernel}")
         return found
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The weights of the training objective's terms (mmdesc/objective.py)."""
+
+    label_smoothing: float = 0.0  # of the cross-entropy
+    ds_penalty: float = 0.0  # doubly-stochastic attention penalty
+    ctc: float = 0.0  # joint CTC on the encoder output: total = (1 - ctc) * xent + ctc * CTC
+
+    def problems(self) -> list[str]:
+        return _non_negative(self, "ds_penalty") + _fraction(self, "label_smoothing", "ctc")
 
 
 @dataclass(frozen=True)
@@ -125,10 +140,11 @@ class SearchConfig:
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     batch_size: int = 64
     compile: bool = False  # additive attention's score as one torch.compile'd loop (Decoder.fuse_attention)
+    max_attention_shift: int = 0  # > 0: end a hypothesis whose attention peak jumps further than this
 
     def problems(self) -> list[str]:
         found = _positive(self, "beam", "n_best", "max_len", "batch_size")
-        found += _non_negative(self, "max_len_a", "min_len", "length_penalty")
+        found += _non_negative(self, "max_len_a", "min_len", "length_penalty", "max_attention_shift")
         if self.n_best > self.beam:
             found.append(f"n_best: must be <= beam ({self.beam}), got {self.n_best}")
         if self.min_len > self.max_len:
@@ -144,12 +160,11 @@ class TrainConfig:
     clip: float = 1.0
     warmup: int = 200
     schedule: Literal["cosine", "constant", "inverse_sqrt"] = "cosine"
-    label_smoothing: float = 0.0
     max_steps: int = 5000
     max_minutes: float = 0.0  # 0 = no time limit
     valid_every: int = 500
     valid_size: int = 300  # items of the valid split scored with beam search
-    metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    metric: str = "bleu"  # the validation score that picks best/ (metrics.SELECTION: name -> direction)
     patience: int = 0  # validations without improvement before stopping; 0 = never
     save_every: int = 500
     keep_last: int = 2
@@ -158,13 +173,21 @@ class TrainConfig:
     amp: bool = False
     compile: bool = False  # as search.compile, for the training steps (and validation)
     threads: int = 0  # 0 = all cores
+    workers: int = 1  # processes decoding training inputs ahead of the steps (0 = in the training process)
+    check_data: Literal["probe", "full"] = "probe"  # up-front check of every input: a header probe, or a decode
     skip_bad: bool = False
 
     def problems(self) -> list[str]:
         found = _positive(self, "batch_size", "lr", "max_steps", "valid_every", "valid_size",
                           "save_every", "keep_last", "log_every")
-        found += _non_negative(self, "weight_decay", "clip", "warmup", "max_minutes", "patience", "threads")
-        return found + _fraction(self, "label_smoothing")
+        found += _non_negative(self, "weight_decay", "clip", "warmup", "max_minutes", "patience", "threads",
+                               "workers")
+        from mmdesc.metrics import SELECTION
+
+        if self.metric not in SELECTION:
+            found.append(f"metric: {self.metric!r} is not one of {{{', '.join(SELECTION)}}}"
+                         f"{_did_you_mean(self.metric, list(SELECTION))}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -175,6 +198,7 @@ class Recipe:
     encoder: EncoderSlot  # the modality's EncoderConfig; its defaults when absent
     tokenizer: TokenizerConfig = TokenizerConfig()
     decoder: DecoderConfig = DecoderConfig()
+    loss: LossConfig = LossConfig()
     search: SearchConfig = SearchConfig()
     train: TrainConfig = TrainConfig()
     out: str = "runs/default"  # run folder (checkpoints, logs)
@@ -238,9 +262,30 @@ def _override_value(raw: str) -> Any:
         return raw  # e.g. "a: b: c": keep the text
 
 
+MOVED = {"decoder.ds_penalty": "loss.ds_penalty", "train.label_smoothing": "loss.label_smoothing"}
+
+
 def recipe_from_dict(d: Mapping, modalities: Mapping[str, Any] = MODALITIES) -> Recipe:
-    """Validate plain data (a parsed YAML file, or ``recipe_to_dict`` output) into a ``Recipe``."""
-    return _recipe(d, modalities, [])
+    """Validate plain data (a parsed YAML file, or ``recipe_to_dict`` output) into a ``Recipe``.
+
+    Keys that moved (``MOVED``) are carried to their new place, so that checkpoints saved
+    before the move still load; in a YAML recipe they are an error naming the new place."""
+    return _recipe(_migrate(d), modalities, [])
+
+
+def _migrate(d: Any) -> Any:
+    if not isinstance(d, Mapping):
+        return d
+    d = copy.deepcopy(dict(d))
+    for old, new in MOVED.items():
+        (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
+        section = d.get(s_old)
+        if isinstance(section, dict) and k_old in section:
+            value = section.pop(k_old)
+            target = d.setdefault(s_new, {})
+            if isinstance(target, dict):
+                target.setdefault(k_new, value)
+    return d
 
 
 def _recipe(d: Mapping, modalities: Mapping[str, Any], errors: list[str]) -> Recipe:
@@ -293,7 +338,9 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
         return None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
-        if key not in fields:
+        if _join(path, key) in MOVED:
+            errors.append(f"{_join(path, key)}: moved to {MOVED[_join(path, key)]}")
+        elif key not in fields:
             errors.append(f"{_join(path, key)}: unknown key — {_suggest_key(str(key), list(fields))}")
     hints, values, ok = _hints(cls), {}, True
     for name, f in fields.items():

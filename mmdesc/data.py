@@ -1,16 +1,26 @@
-"""Loading a corpus into model items, length-bucketed batches, and target tensors."""
+"""Reading a corpus for training and inference without holding it in memory.
+
+Training streams: ``Pairs`` is a map-style dataset over (example, reference) pairs that
+decodes its input on demand (``reader.load``, then ``reader.augment`` when training);
+``BucketSampler`` yields length-bucketed batches in an order fixed by (seed, epoch), from
+any batch on (exact resume); ``loader`` puts both in a ``torch.utils.data.DataLoader`` with
+worker processes. The lengths for bucketing come from ``probe_all``: a cheap probe of
+every source (``reader.probe``: a header, not a decode), which is also the up-front check
+that every file can be used. Inference streams too: ``stream_sources`` reads sources in
+chunks, so the first results come after one chunk and memory stays flat.
+"""
 from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from mmdesc.corpora import Example
-from mmdesc.errors import MediaError
+from mmdesc.errors import DataError, MediaError
 from mmdesc.tokenize import BOS, EOS, PAD
 
 
@@ -54,10 +64,10 @@ def load_all(reader, examples: Sequence[Example], workers: int = 2,
     return out
 
 
-def make_pairs(loaded: Loaded, tokenizer, max_words: int = 0) -> list[tuple[int, list[int]]]:
-    """(item index, target ids) for every reference of every loaded example."""
+def make_pairs(examples: Sequence[Example], tokenizer, max_words: int = 0) -> list[tuple[int, list[int]]]:
+    """(example index, target ids) for every reference of every example."""
     pairs = []
-    for i, ex in enumerate(loaded.examples):
+    for i, ex in enumerate(examples):
         for ref in ex.references:
             words = ref.split()
             if max_words > 0 and len(words) > max_words:
@@ -101,3 +111,135 @@ def target_tensors(targets: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
 
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def probe(reader, source: str) -> int:
+    """A cheap length of ``source``: ``reader.probe`` where the reader has one, else a full read."""
+    if hasattr(reader, "probe"):
+        return int(reader.probe(source))
+    return int(reader.length(reader.load(source)))
+
+
+def probe_all(reader, examples: Sequence[Example], full: bool = False, workers: int = 2,
+              progress: Callable[[int], None] | None = None) -> tuple[list[Example], list[int], list[MediaError]]:
+    """Probe (``full``: decode) every example's source, in threads and in order.
+
+    Returns the usable examples, their lengths, and a MediaError for each that failed."""
+    def one(ex: Example):
+        try:
+            return reader.length(reader.load(ex.source)) if full else probe(reader, ex.source)
+        except MediaError as e:
+            return e
+
+    kept, lengths, failures = [], [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for ex, n in zip(examples, pool.map(one, examples, chunksize=64)):
+            if isinstance(n, MediaError):
+                failures.append(n)
+            else:
+                kept.append(ex)
+                lengths.append(n)
+            if progress:
+                progress(1)
+    return kept, lengths, failures
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(example, reference) pairs whose input is decoded when a batch asks for it.
+
+    ``pairs[i] = (example index, target ids)``. ``augment_seed`` not None: training, so
+    ``reader.augment(item, rng)`` runs (where the reader has it) with an rng fixed by
+    (seed, epoch, i), which keeps resumed runs exact whatever process decodes the item."""
+
+    def __init__(self, reader, examples: Sequence[Example], pairs: Sequence[tuple[int, list[int]]],
+                 augment_seed: int | None = None):
+        self.reader, self.examples, self.pairs = reader, list(examples), list(pairs)
+        self.augment_seed, self.epoch = augment_seed, 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        ex, ids = self.pairs[i]
+        try:
+            item = self.reader.load(self.examples[ex].source)
+        except MediaError as e:
+            return e  # raised again in the main process, where it keeps its type
+        if self.augment_seed is not None and hasattr(self.reader, "augment"):
+            rng = random.Random(f"{self.augment_seed}:{self.epoch}:{i}")
+            item = self.reader.augment(item, rng)
+        return item, ids
+
+
+class Collate:
+    """(item, ids) pairs -> ``Batch``: the reader's batch and the teacher-forcing tensors of the
+    readable pairs, and the MediaErrors of the others (the caller decides; in a worker process
+    an exception would lose its type and arrive as a traceback)."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __call__(self, got: list) -> "Batch":
+        bad = [g for g in got if isinstance(g, MediaError)]
+        good = [g for g in got if not isinstance(g, MediaError)]
+        if not good:
+            return Batch(None, None, None, bad)
+        inputs, outputs = target_tensors([ids for _, ids in good])
+        return Batch(self.reader.collate([item for item, _ in good]), inputs, outputs, bad)
+
+
+@dataclass
+class Batch:
+    """A collated training batch; ``data`` is None when no input of it could be read."""
+
+    data: dict | None
+    inputs: Tensor | None  # (B, T) BOS + target
+    outputs: Tensor | None  # (B, T) target + EOS
+    failures: list = field(default_factory=list)
+
+
+class BucketSampler(torch.utils.data.Sampler):
+    """``bucket_batches`` of one epoch as a batch sampler, from batch ``start`` on."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, epoch: int, start: int = 0):
+        self.batches = bucket_batches(lengths, batch_size, seed, epoch)[start:]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def loader(dataset: Pairs, sampler: BucketSampler, collate: Collate, workers: int = 0,
+           pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The DataLoader of one epoch: ``workers`` processes decode ahead of the training step."""
+    # its own generator: making an iterator must not draw from the global RNG (exact resume)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                                       pin_memory=pin_memory, prefetch_factor=4 if workers else None,
+                                       generator=torch.Generator())
+
+
+def stream_sources(reader, sources: Sequence[str], chunk: int, workers: int = 2) -> Iterator[tuple[list[int], list]]:
+    """Read ``sources`` ``chunk`` at a time in threads, the next chunk while the caller works on
+    this one; yields (indices, items or MediaErrors), in order."""
+    def one(source: str):
+        try:
+            return reader.load(source)
+        except MediaError as e:
+            return e
+
+    starts = range(0, len(sources), max(1, chunk))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def submit(s: int):
+            idx = list(range(s, min(s + chunk, len(sources))))
+            return idx, [pool.submit(one, sources[i]) for i in idx]
+
+        ahead = submit(starts[0]) if starts else None
+        for n, _ in enumerate(starts):
+            idx, futures = ahead
+            ahead = submit(starts[n + 1]) if n + 1 < len(starts) else None
+            yield idx, [f.result() for f in futures]

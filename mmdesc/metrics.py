@@ -19,9 +19,31 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "bleu", "chrf", "cider_d", "wer", "cer", "error_rates", "corpus_scores",
-    "word_attention", "grounding", "alignment_error_rate", "argmax_alignment", "time_alignment",
+    "bleu", "chrf", "cider_d", "wer", "cer", "error_rates", "corpus_scores", "SELECTION", "selection_value",
+    "improved", "word_attention", "grounding", "alignment_error_rate", "argmax_alignment", "time_alignment",
 ]
+
+# The scores that can pick the best checkpoint (``train.metric``), and which way is better.
+SELECTION: dict[str, str] = {
+    "bleu": "max", "bleu1": "max", "bleu2": "max", "bleu3": "max", "bleu4": "max",
+    "chrf": "max", "cider_d": "max", "wer": "min", "cer": "min", "loss": "min",
+}
+_ALIASES = {"bleu": "bleu4"}  # "bleu" is corpus BLEU-4, the usual meaning
+
+
+def selection_value(scores: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` (a SELECTION name) in a dict of validation scores."""
+    key = _ALIASES.get(metric, metric)
+    if key not in scores:
+        raise KeyError(f"validation produced no {metric!r} score (it has {', '.join(sorted(scores))})")
+    return float(scores[key])
+
+
+def improved(metric: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` of ``metric`` beats ``best`` (None: nothing yet) in its direction."""
+    if best is None:
+        return math.isfinite(value)
+    return value < best if SELECTION[metric] == "min" else value > best
 
 
 # ----------------------------------------------------------------------------- sacrebleu

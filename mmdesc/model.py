@@ -9,12 +9,16 @@ from mmdesc.search import Hypothesis, decode, output_limits
 
 
 class Describer(nn.Module):
-    """Encodes a batch into a ContextSet and writes sentences with the decoder."""
+    """Encodes a batch into a ContextSet and writes sentences with the decoder.
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+    ``ctc_vocab``: also a linear CTC head over the context vectors (for ``loss.ctc``), whose
+    blank is the padding id."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, ctc_vocab: int = 0):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.ctc_head = nn.Linear(encoder.out_dim, ctc_vocab) if ctc_vocab else None
 
     def encode(self, batch: dict) -> ContextSet:
         return self.encoder(batch)
@@ -28,10 +32,13 @@ class Describer(nn.Module):
     @torch.inference_mode()
     def generate(self, batch: dict, *, beam: int = 5, n_best: int = 1, max_len: int = 50,
                  max_len_a: float = 0.0, max_len_b: int = 0, min_len: int = 0,
-                 length_penalty: float = 1.0, bos: int = 1, eos: int = 2) -> tuple[list[list[Hypothesis]], list]:
-        """n-best hypotheses per input, best first, with their attention; and each input's layout."""
+                 length_penalty: float = 1.0, max_attention_shift: int = 0, attention: bool = True,
+                 bos: int = 1, eos: int = 2) -> tuple[list[list[Hypothesis]], list]:
+        """n-best hypotheses per input, best first, with their attention (``attention=False``:
+        without, and cheaper); and each input's layout."""
         ctx = self.encode(batch)
         limits = output_limits(ctx.lengths, max_len, max_len_a, max_len_b)
         hyps = decode(self.decoder, ctx, beam=beam, n_best=n_best, max_lens=limits, min_len=min_len,
-                      length_penalty=length_penalty, bos=bos, eos=eos)
+                      length_penalty=length_penalty, max_attention_shift=max_attention_shift,
+                      attention=attention, bos=bos, eos=eos)
         return hyps, ctx.layouts

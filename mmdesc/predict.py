@@ -18,7 +18,7 @@ class Described:
     text: str
     words: list[str]
     score: float
-    alpha: Tensor  # (W, N) attention per output word over the input's real positions
+    alpha: Tensor | None  # (W, N) attention per output word over the input's real positions
     tokens: list[int]
     layout: object  # where the N positions live in the input
 
@@ -27,6 +27,8 @@ def in_words(tokenizer, tokens: Sequence[int], alpha: Tensor) -> tuple[list[str]
     """Pieces -> whitespace words of the decoded text, with each word's mean attention (W, N)."""
     text = tokenizer.decode(tokens)
     words = text.split()
+    if alpha is None:
+        return words, None
     if not tokens or not words:
         return words, alpha.new_zeros(0, alpha.shape[-1])
     index = torch.tensor(tokenizer.word_index(tokens)).clamp(max=len(words) - 1)  # (T,)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from mmdesc import build, checkpoint
-from mmdesc.data import Loaded, bucket_batches, load_all, make_pairs, target_tensors, to_device
-from mmdesc.decoder import doubly_stochastic_penalty
+from mmdesc.data import (Batch, BucketSampler, Collate, Loaded, Pairs, load_all, loader, make_pairs, probe_all,
+                         target_tensors, to_device)
 from mmdesc.errors import DataError, MmdescError
+from mmdesc.metrics import improved, selection_value
 
 MAX_BAD_STEPS = 20  # consecutive non-finite losses before training gives up
 
@@ -94,13 +94,16 @@ class Trainer:
         else:
             self.reader.fit(train_ex)
             self.tokenizer = build.build_tokenizer(recipe, train_ex)
-        self.train_data = self._load("train", train_ex)
+        train_ex, ex_lengths = self._check("train", train_ex)
+        pairs = make_pairs(train_ex, self.tokenizer, recipe.data.max_target_words)
+        self.lengths = [ex_lengths[i] * 1000 + len(y) for i, y in pairs]  # input length first, then target
+        self.dataset = Pairs(self.reader, train_ex, pairs, augment_seed=recipe.seed)
+        self.collate = Collate(self.reader)
         valid_ex = build.read_split(recipe, "valid")[: self.cfg.valid_size]
         self.valid_data = self._load("valid", valid_ex)
-        self.pairs = make_pairs(self.train_data, self.tokenizer, recipe.data.max_target_words)
-        self.lengths = [self.reader.length(self.train_data.items[i]) * 1000 + len(y) for i, y in self.pairs]
         self.model = build.build_model(recipe, self.reader, self.tokenizer).to(self.device)
         self.model.decoder.fuse_attention(self.cfg.compile)
+        self.objective = build.build_objective(recipe)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and p.requires_grad]
         other = [p for n, p in self.model.named_parameters() if p.dim() < 2 and p.requires_grad]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
@@ -114,39 +117,56 @@ class Trainer:
         self._bad_run = 0  # consecutive non-finite losses
 
     # --- data -----------------------------------------------------------------------
+    def _report_bad(self, split: str, total: int, failures: list) -> None:
+        if not failures:
+            return
+        shown = "\n".join(f"  {e}" for e in failures[:10])
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        if not self.cfg.skip_bad:
+            raise DataError(f"{len(failures)} of {total} {split} inputs cannot be read:\n"
+                            f"{shown}{more}\n(train.skip_bad=true trains on the rest)")
+        self.say(f"skipping {len(failures)} unreadable {split} inputs:\n{shown}{more}")
+
+    def _check(self, split: str, examples) -> tuple[list, list[int]]:
+        """Every input probed up front (decoded with train.check_data=full): the usable ones and
+        their lengths, before any training step."""
+        kept, lengths, failures = probe_all(self.reader, examples, full=self.cfg.check_data == "full")
+        self._report_bad(split, len(examples), failures)
+        if not kept:
+            raise DataError(f"no usable {split} inputs")
+        return kept, lengths
+
     def _load(self, split: str, examples) -> Loaded:
         loaded = load_all(self.reader, examples)
-        if loaded.failures:
-            shown = "\n".join(f"  {e}" for e in loaded.failures[:10])
-            more = f"\n  ... and {len(loaded.failures) - 10} more" if len(loaded.failures) > 10 else ""
-            if not self.cfg.skip_bad:
-                raise DataError(f"{len(loaded.failures)} of {len(examples)} {split} inputs cannot be read:\n"
-                                f"{shown}{more}\n(train.skip_bad=true trains on the rest)")
-            self.say(f"skipping {len(loaded.failures)} unreadable {split} inputs:\n{shown}{more}")
+        self._report_bad(split, len(examples), loaded.failures)
         if not loaded.items:
             raise DataError(f"no usable {split} inputs")
         return loaded
 
-    def _batch(self, indices: list[int]):
-        items = [self.train_data.items[self.pairs[i][0]] for i in indices]
-        inputs, outputs = target_tensors([self.pairs[i][1] for i in indices])
-        return to_device(self.reader.collate(items), self.device), inputs.to(self.device), outputs.to(self.device)
+    def batch(self, indices: list[int]):
+        """The collated batch of training pairs ``indices``, decoded here (tests, benchmarks)."""
+        return self.collate([self.dataset[i] for i in indices])
+
+    def _epoch(self, epoch: int, start: int):
+        """The batches of ``epoch`` from batch ``start`` on, decoded by the DataLoader's workers."""
+        self.dataset.epoch = epoch
+        sampler = BucketSampler(self.lengths, self.cfg.batch_size, self.recipe.seed, epoch, start)
+        return len(sampler) + start, loader(self.dataset, sampler, self.collate, workers=self.cfg.workers,
+                                            pin_memory=self.device.type == "cuda")
 
     # --- one step -------------------------------------------------------------------
-    def loss(self, batch: dict, inputs, outputs) -> torch.Tensor:
+    def loss(self, batch: dict, inputs, outputs) -> tuple[torch.Tensor, dict]:
+        """The objective's total and its named terms on one batch (already on the device)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.cfg.amp and self.device.type == "cuda"):
-            logits, alphas, ctx = self.model(batch, inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), outputs.flatten(), ignore_index=0,
-                               label_smoothing=self.cfg.label_smoothing)  # (B*T, V) vs (B*T,)
-        if self.recipe.decoder.ds_penalty > 0:
-            loss = loss + self.recipe.decoder.ds_penalty * doubly_stochastic_penalty(
-                alphas.float(), (outputs != 0).float(), ctx.mask.float())
-        return loss
+            return self.objective(self.model, batch, inputs, outputs)
 
-    def step(self, indices: list[int]) -> float:
+    def step(self, collated: Batch) -> dict[str, float]:
+        """One optimisation step on a collated batch; returns the loss and its terms."""
         self.model.train()
-        loss = self.loss(*self._batch(indices))
+        c = collated
+        batch, inputs, outputs = to_device(c.data, self.device), c.inputs.to(self.device), c.outputs.to(self.device)
+        loss, terms = self.loss(batch, inputs, outputs)
         self.opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             self.progress.bad_steps += 1
@@ -154,14 +174,14 @@ class Trainer:
             if self._bad_run >= MAX_BAD_STEPS:
                 raise MmdescError(f"training diverged: {MAX_BAD_STEPS} consecutive steps had a non-finite loss "
                                   f"(try a lower train.lr or train.clip)")
-            return float("nan")
+            return {"loss": float("nan")}
         self._bad_run = 0
         loss.backward()
         if self.cfg.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         self.opt.step()
         self.sched.step()
-        return loss.item()
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
 
     # --- validation -----------------------------------------------------------------
     def validate(self) -> dict:
@@ -173,7 +193,7 @@ class Trainer:
             result = {"loss": self._valid_loss()}
         else:
             result, _ = score(trained, self.valid_data, batch_size=self.recipe.search.batch_size,
-                              alignment=False, **build.search_kwargs(self.recipe.search))
+                              alignment=False, **build.search_kwargs(self.recipe.search), attention=False)
             result = {k: v for k, v in result.items() if not k.endswith("signature")}
         self.model.train()
         return result
@@ -185,15 +205,9 @@ class Trainer:
             ids = [self.tokenizer.encode(ex.references[0])]
             inputs, outputs = target_tensors(ids)
             batch = to_device(self.reader.collate([item]), self.device)
-            total += self.loss(batch, inputs.to(self.device), outputs.to(self.device)).item()
+            total += self.loss(batch, inputs.to(self.device), outputs.to(self.device))[0].item()
             n += 1
         return total / max(n, 1)
-
-    def _improved(self, value: float) -> bool:
-        best = self.progress.best
-        if self.cfg.metric == "loss":
-            return best is None or value < best
-        return best is None or value > best
 
     # --- checkpoints ----------------------------------------------------------------
     def _meta(self) -> dict:
@@ -234,9 +248,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
-        start, last_loss, stop = time.monotonic(), float("nan"), None
+        start, stop = time.monotonic(), None
         self.say(f"training {self.recipe.modality} model: {sum(t.numel() for t in self.model.parameters()):,} "
-                 f"parameters, {len(self.pairs):,} training pairs, vocabulary {len(self.tokenizer)}, "
+                 f"parameters, {len(self.dataset):,} training pairs, vocabulary {len(self.tokenizer)}, "
                  f"device {self.device}")
         bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeRemainingColumn(), transient=True, disable=not _is_terminal())
@@ -244,17 +258,23 @@ class Trainer:
             with bar:
                 task = bar.add_task("train", total=cfg.max_steps, completed=p.step, info="")
                 while stop is None:
-                    batches = bucket_batches(self.lengths, cfg.batch_size, self.recipe.seed, p.epoch)
-                    while p.batch < len(batches) and stop is None:
-                        last_loss = self.step(batches[p.batch])
+                    n_batches, batches = self._epoch(p.epoch, p.batch)
+                    for collated in batches:
                         p.batch += 1
+                        if collated.failures and not cfg.skip_bad:
+                            raise DataError(f"{collated.failures[0]} (train.skip_bad=true leaves such inputs out)")
+                        if collated.data is None:  # every input of the batch was unreadable (skip_bad)
+                            continue
+                        losses = self.step(collated)
                         p.step += 1
-                        bar.update(task, completed=p.step, info=f"loss {last_loss:.3f}")
+                        bar.update(task, completed=p.step, info=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
                         if p.step % cfg.log_every == 0:
-                            _log(log, {"step": p.step, "epoch": p.epoch, "loss": last_loss,
+                            _log(log, {"step": p.step, "epoch": p.epoch, **losses,
                                        "lr": self.sched.get_last_lr()[0], "seconds": time.monotonic() - start})
                         stop = self._after_step(log, start)
-                    if p.batch >= len(batches):
+                        if stop is not None:
+                            break
+                    if p.batch >= n_batches:
                         p.epoch, p.batch = p.epoch + 1, 0
         finally:
             for s, h in old.items():
@@ -275,9 +295,9 @@ class Trainer:
             return "signal"
         if p.step % cfg.valid_every == 0 or finished:
             result = self.validate()
-            value = result.get(cfg.metric, result.get("bleu4"))
-            improved = self._improved(value)
-            if improved:
+            value = selection_value(result, cfg.metric)
+            better = improved(cfg.metric, value, p.best)
+            if better:
                 p.best, p.best_step, p.stale = value, p.step, 0
                 checkpoint.save(self.out / "best", self.model, self._meta())
             else:
@@ -285,7 +305,7 @@ class Trainer:
             p.history.append({"step": p.step, **result})
             _log(log, {"step": p.step, "valid": result, "best": p.best, "seconds": time.monotonic() - start})
             self.say(f"step {p.step}: valid " + ", ".join(f"{k} {v:.2f}" for k, v in result.items())
-                     + (" (best)" if improved else ""))
+                     + (" (best)" if better else ""))
             if cfg.patience and p.stale >= cfg.patience:
                 self.save()
                 return "early stopping"

@@ -163,7 +163,7 @@ def test_all_errors_reported_together(tmp_path):
     assert found == [
         "data.valid.captions: expected a string, got null",
         "decoder.hiden: unknown key — did you mean 'hidden'?",
-        "decoder.attention: 'luong2' is not one of {mlp, dot}",
+        "decoder.attention: 'luong2' is not one of {mlp, dot, location}",
         "search.beam: expected an integer, got 2.5",
         "train.lr: expected a number, got 'fast'",
         "train.amp: expected true or false, got 1",
@@ -260,3 +260,21 @@ def test_parse_dataclass_collects_into_caller_list():
 def test_config_does_not_import_torch():
     code = "import sys, mmdesc.config; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_metric_must_be_a_known_score_and_moved_keys_name_their_new_place(tmp_path):
+    found = problems(tmp_path, overrides=["train.metric=blue", "decoder.ds_penalty=1.0"])
+    assert "decoder.ds_penalty: moved to loss.ds_penalty" in found
+    bad = [p for p in found if p.startswith("train.metric")]
+    assert bad and "'blue' is not one of" in bad[0] and "wer" in bad[0] and "did you mean 'bleu'" in bad[0]
+
+
+def test_checkpoint_recipes_from_before_the_loss_section_still_load(tmp_path):
+    from mmdesc.config import load_recipe, recipe_from_dict, recipe_to_dict
+
+    from conftest import RECIPES
+
+    r = load_recipe(RECIPES / "tiny" / "image.yaml")
+    old = recipe_to_dict(r)
+    old["decoder"]["ds_penalty"] = old.pop("loss")["ds_penalty"]
+    assert recipe_from_dict(old).loss.ds_penalty == r.loss.ds_penalty == 0.1

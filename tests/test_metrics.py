@@ -202,3 +202,14 @@ def test_metrics_does_not_import_torch():
 
     code = "import sys, mmdesc.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_selection_knows_each_metric_direction():
+    scores = {"bleu4": 30.0, "wer": 12.0, "loss": 2.0, "chrf": 50.0}
+    assert m.selection_value(scores, "bleu") == 30.0  # "bleu" is BLEU-4
+    assert m.improved("wer", 11.0, 12.0) and not m.improved("wer", 13.0, 12.0)
+    assert m.improved("loss", 1.0, 2.0) and not m.improved("loss", 3.0, 2.0)
+    assert m.improved("bleu", 31.0, 30.0) and not m.improved("chrf", 49.0, 50.0)
+    assert m.improved("wer", 80.0, None) and not m.improved("wer", float("nan"), None)
+    with pytest.raises(KeyError, match="no 'cider_d' score"):
+        m.selection_value(scores, "cider_d")

@@ -80,12 +80,12 @@ def test_non_finite_loss_steps_are_skipped_then_training_stops(tiny_data, tmp_pa
         t.model.decoder.proj.bias.fill_(float("nan"))
     before = {k: v.detach().clone() for k, v in t.model.named_parameters()}
     for i in range(MAX_BAD_STEPS - 1):
-        t.step([0, 1, 2])
+        t.step(t.batch([0, 1, 2]))
     assert t.progress.bad_steps == MAX_BAD_STEPS - 1
     for k, v in t.model.named_parameters():
         assert torch.equal(v, before[k]) or torch.isnan(v).all(), k  # no optimizer step was taken
     with pytest.raises(MmdescError, match="diverged"):
-        t.step([0, 1, 2])
+        t.step(t.batch([0, 1, 2]))
 
 
 @needs_cxx
@@ -101,7 +101,7 @@ def test_train_compile_trains_through_the_fused_score(tiny_data, tmp_path, monke
                     [f"data.root={tiny_data}", f"out={tmp_path / 'b'}", "train.compile=true"])
     t = Trainer(r, say=lambda m: None, resume=False)
     before = t.model.decoder.att.query.weight.detach().clone()
-    t.step([0, 1, 2])
+    t.step(t.batch([0, 1, 2]))
     assert calls and t.progress.bad_steps == 0
     assert not torch.equal(t.model.decoder.att.query.weight, before)  # gradients flowed through it
 
@@ -118,3 +118,20 @@ def test_unreadable_training_files_stop_training_unless_skip_bad(tiny_data, tmp_
                "--skip-bad", "train.max_steps=2", "train.valid_every=2")
     assert r.code == 0, r.err
     assert "skipping 2 unreadable train inputs" in r.err
+
+
+def test_best_checkpoint_follows_the_metric_direction(tiny_data, tmp_path):
+    """A lower-is-better score keeps the lowest validation (not the first, not the highest)."""
+    import json
+
+    metric, out = "wer", tmp_path / "wer"
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={out}",
+               f"train.metric={metric}", "train.max_steps=30", "train.valid_every=3", "train.save_every=30")
+    assert r.code == 0, r.err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    valid = [(rec["step"], rec["valid"][metric]) for rec in records if "valid" in rec]
+    assert valid[0][1] > min(v for _, v in valid), "WER never fell below the first: the test would prove nothing"
+    best_value = min(v for _, v in valid)
+    first_best = next(step for step, v in valid if v == best_value)
+    meta = checkpoint.read_meta(out / "best")
+    assert meta["step"] == first_best and meta["best"] == pytest.approx(best_value)

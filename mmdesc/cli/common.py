@@ -43,10 +43,14 @@ def hypotheses_json(described) -> list[dict]:
              "attention": [[round(float(a), 4) for a in row] for row in d.alpha]} for d in described]
 
 
-def draw(outdir: Path, name: str, described, source: str) -> Path:
-    """The attention picture of the best hypothesis, OUTDIR/NAME.png."""
+def draw(outdir: Path, name, described, source: str) -> Path:
+    """The attention picture of the best hypothesis, at OUTDIR/NAME (a relative path; a name
+    without a suffix gets ``.png``)."""
     from mmdesc.viz import draw_attention
 
-    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / name
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
     best = described[0]
-    return draw_attention(best.layout, source, best.words, best.alpha.numpy(), outdir / f"{name}.png")
+    return draw_attention(best.layout, source, best.words, best.alpha.numpy(), path)

@@ -1,6 +1,6 @@
 """The shared attention decoder (attention.py: how to look; recurrent.py: how to write)."""
-from mmdesc.decoder.attention import ATTENTIONS, DotAttention, MLPAttention, masked_softmax
-from mmdesc.decoder.recurrent import Decoder, PreparedContext, doubly_stochastic_penalty
+from mmdesc.decoder.attention import ATTENTIONS, DotAttention, LocationAttention, MLPAttention, masked_softmax
+from mmdesc.decoder.recurrent import Decoder, PreparedContext
 
-__all__ = ["ATTENTIONS", "Decoder", "DotAttention", "MLPAttention", "PreparedContext",
-           "doubly_stochastic_penalty", "masked_softmax"]
+__all__ = ["ATTENTIONS", "Decoder", "DotAttention", "LocationAttention", "MLPAttention", "PreparedContext",
+           "masked_softmax"]

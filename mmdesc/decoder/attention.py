@@ -4,6 +4,16 @@ Queries come as (B, K, Hq): K = 1 in teacher forcing and greedy search, K = beam
 beam search. The context is never copied K times: keys are projected once per input
 (``precompute``) and every step scores all K queries of an input against them.
 
+Every attention has the same interface, so the decoder and search never ask which one
+they hold::
+
+    keys = att.precompute(vectors)                  # (B, N, A), once per input
+    state = att.init_state(mask, k)                 # dict of (B, K, ...) tensors ({} if stateless)
+    context, alpha, state = att(query, vectors, keys, mask, state)
+
+The state is part of the decoder's flat state dict, so beam search reorders it with the
+rest. Location-aware attention keeps the previous alignment there.
+
 Additive attention's score v . tanh(k_n + q) is elementwise work over (B, K, N, A): in
 eager PyTorch each of add, tanh and the product with v is a pass over a tensor of that
 size (128 MB at 64 inputs x 5 beams x 196 positions x 512), so the score costs more than
@@ -68,6 +78,11 @@ def fused_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
         return additive_score(keys, q, v)
 
 
+def attend(alpha: Tensor, vectors: Tensor) -> Tensor:
+    """alpha (B, K, N), vectors (B, N, D) -> context (B, K, D)."""
+    return torch.bmm(alpha.to(vectors.dtype), vectors)  # (B, K, N) @ (B, N, D) -> (B, K, D)
+
+
 class MLPAttention(nn.Module):
     """Additive attention (Bahdanau et al. 2015): e = v . tanh(W_c c + W_q q).
 
@@ -84,12 +99,16 @@ class MLPAttention(nn.Module):
         """(B, N, D) -> keys (B, N, A), computed once per input."""
         return self.key(vectors)
 
-    def forward(self, query: Tensor, vectors: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query (B, K, Hq) -> context (B, K, D), alpha (B, K, N)."""
+    def init_state(self, mask: Tensor, k: int) -> dict[str, Tensor]:
+        return {}
+
+    def forward(self, query: Tensor, vectors: Tensor, keys: Tensor, mask: Tensor,
+                state: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """query (B, K, Hq) -> context (B, K, D), alpha (B, K, N), state (unchanged: none)."""
         q = self.query(query)  # (B, K, A)
         e = (fused_score if self.fused else additive_score)(keys, q, self.score.weight[0])  # (B, K, N)
         alpha = masked_softmax(e, mask)
-        return torch.bmm(alpha, vectors), alpha  # (B, K, N) @ (B, N, D) -> (B, K, D)
+        return attend(alpha, vectors), alpha, {}
 
 
 class DotAttention(nn.Module):
@@ -105,11 +124,62 @@ class DotAttention(nn.Module):
     def precompute(self, vectors: Tensor) -> Tensor:
         return self.key(vectors)  # (B, N, A)
 
-    def forward(self, query: Tensor, vectors: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def init_state(self, mask: Tensor, k: int) -> dict[str, Tensor]:
+        return {}
+
+    def forward(self, query: Tensor, vectors: Tensor, keys: Tensor, mask: Tensor,
+                state: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         q = self.query(query) * self.scale  # (B, K, A)
         e = torch.bmm(q, keys.transpose(1, 2))  # (B, K, A) @ (B, A, N) -> (B, K, N)
         alpha = masked_softmax(e, mask)
-        return torch.bmm(alpha, vectors), alpha
+        return attend(alpha, vectors), alpha, {}
 
 
-ATTENTIONS = {"mlp": MLPAttention, "dot": DotAttention}
+class LocationAttention(nn.Module):
+    """Location-aware attention (Chorowski et al. 2015): additive attention whose score also
+    sees a convolution of the previous step's alignment,
+    e_n = v . tanh(W_c c_n + W_q q + U (F * alpha_prev)_n).
+
+    The previous alignment is the attention's state (``"att_prev"``, (B, K, N)); the first one
+    is uniform over the real positions. It steers the alignment to move on from where it was,
+    which keeps it monotonic over long sequences (speech). ``channels`` filters of width
+    ``kernel`` (odd) run along the N positions in their layout order. The score is eager
+    PyTorch: the (B, K, N, A) location term exists anyway, so ``fused`` has nothing to save.
+    """
+
+    STATE = "att_prev"
+
+    def __init__(self, ctx_dim: int, query_dim: int, att_dim: int, channels: int = 8, kernel: int = 15):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"location kernel must be odd and positive, got {kernel}")
+        self.key = nn.Linear(ctx_dim, att_dim, bias=True)
+        self.query = nn.Linear(query_dim, att_dim, bias=False)
+        self.conv = nn.Conv1d(1, channels, kernel, padding=kernel // 2, bias=False)
+        self.loc = nn.Linear(channels, att_dim, bias=False)
+        self.score = nn.Linear(att_dim, 1, bias=False)
+        self.fused = False
+
+    def precompute(self, vectors: Tensor) -> Tensor:
+        return self.key(vectors)  # (B, N, A)
+
+    def init_state(self, mask: Tensor, k: int) -> dict[str, Tensor]:
+        """A uniform alignment over each input's real positions, (B, K, N)."""
+        m = mask.to(torch.float32)
+        uniform = m / m.sum(1, keepdim=True).clamp(min=1.0)  # (B, N)
+        return {self.STATE: uniform[:, None, :].expand(-1, k, -1).contiguous()}  # (B, N) -> (B, K, N)
+
+    def forward(self, query: Tensor, vectors: Tensor, keys: Tensor, mask: Tensor,
+                state: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        prev = state[self.STATE]  # (B, K, N)
+        b, k, n = prev.shape
+        f = self.conv(prev.reshape(b * k, 1, n).to(keys.dtype))  # (B*K, 1, N) -> (B*K, C, N)
+        loc = self.loc(f.transpose(1, 2)).view(b, k, n, -1)  # (B*K, N, C) -> (B, K, N, A)
+        q = self.query(query)  # (B, K, A)
+        x = loc.add_(keys[:, None, :, :]).add_(q[:, :, None, :])  # (B, K, N, A), in place
+        e = (x.tanh_() @ self.score.weight[0][:, None]).squeeze(-1)  # (B, K, N, A) @ (A, 1) -> (B, K, N)
+        alpha = masked_softmax(e, mask)
+        return attend(alpha, vectors), alpha, {self.STATE: alpha.float()}
+
+
+ATTENTIONS = {"mlp": MLPAttention, "dot": DotAttention, "location": LocationAttention}

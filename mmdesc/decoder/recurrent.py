@@ -3,8 +3,12 @@
 The decoder reads any ContextSet. Its step API is all that search needs::
 
     pctx = decoder.prepare(ctx)             # once per input: keys of the attention
-    state = decoder.init_state(pctx, k)     # (B, K, H) tensors, from the mean context
+    state = decoder.init_state(pctx, k)     # flat dict of (B, K, ...) tensors
     logprobs, state, alpha = decoder.step(pctx, y, state)   # y (B, K) -> (B, K, V), ..., (B, K, N)
+
+The state holds the recurrence (``h``, and ``m`` for the LSTM) and whatever the attention
+keeps between steps (location-aware attention: the previous alignment); search reorders
+every entry the same way without knowing what it holds.
 
 ``forward`` is teacher forcing over the same cells; the parts that do not depend on the
 recurrence (embeddings, input projections, the deep output and vocabulary projection)
@@ -67,7 +71,8 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab_size: int, ctx_dim: int, cell: str = "gru", attention: str = "mlp",
                  emb: int = 128, hidden: int = 256, att: int = 128, out: int = 128, dropout: float = 0.1,
-                 tied: bool = False, gate: bool = False, init: str = "mean", pad: int = 0):
+                 tied: bool = False, gate: bool = False, init: str = "mean", pad: int = 0,
+                 location_channels: int = 8, location_kernel: int = 15):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell {cell!r} is not one of {{gru, lstm}}")
@@ -79,7 +84,8 @@ class Decoder(nn.Module):
         self.use_gate, self.init_mode = gate, init
         self.embed = nn.Embedding(vocab_size, emb, padding_idx=pad)
         self.drop = nn.Dropout(dropout)
-        self.att = ATTENTIONS[attention](ctx_dim, hidden, att)
+        extra = {"channels": location_channels, "kernel": location_kernel} if attention == "location" else {}
+        self.att = ATTENTIONS[attention](ctx_dim, hidden, att, **extra)
         n_gates = 3 if cell == "gru" else 4
         # input weights of the first recurrence split into the embedding part (precomputable
         # over all steps in teacher forcing) and, for the LSTM, the context part
@@ -126,7 +132,8 @@ class Decoder(nn.Module):
         return PreparedContext(ctx.vectors, ctx.mask, self.att.precompute(ctx.vectors))
 
     def init_state(self, pctx: PreparedContext, k: int = 1) -> State:
-        """Initial state (B, K, H) from the mean of the real context vectors (or zeros)."""
+        """Initial state: (B, K, H) from the mean of the real context vectors (or zeros), and the
+        attention's own entries."""
         b = pctx.vectors.shape[0]
         m = pctx.mask.unsqueeze(1).to(pctx.vectors.dtype)  # (B, 1, N)
         mean = torch.bmm(m, pctx.vectors).squeeze(1) / m.sum(2).clamp(min=1.0)  # (B, 1, N) @ (B, N, D) -> (B, D)
@@ -135,7 +142,8 @@ class Decoder(nn.Module):
         state = {"h": torch.tanh(self.init_h(mean))}
         if self.cell == "lstm":
             state["m"] = torch.tanh(self.init_m(mean))
-        return {name: s[:, None, :].expand(b, k, self.hidden).contiguous() for name, s in state.items()}
+        state = {name: s[:, None, :].expand(b, k, self.hidden).contiguous() for name, s in state.items()}
+        return {**state, **self.att.init_state(pctx.mask, k)}
 
     def _recur(self, pctx: PreparedContext, gi: Tensor, state: State) -> tuple[State, Tensor, Tensor]:
         """One recurrence given the embedding part ``gi`` (B, K, G) of the input gates.
@@ -144,16 +152,16 @@ class Decoder(nn.Module):
         h = state["h"]
         if self.cell == "gru":
             h1 = gru_update(gi, h, self.w_hh, self.b_hh)
-            c, alpha = self.att(h1, pctx.vectors, pctx.keys, pctx.mask)
+            c, alpha, att_state = self.att(h1, pctx.vectors, pctx.keys, pctx.mask, state)
             if self.gate is not None:
                 c = torch.sigmoid(self.gate(h1)) * c
             h2 = gru_update(self.w_c2(c), h1, self.w_hh2, self.b_hh2)
-            return {"h": h2}, c, alpha
-        c, alpha = self.att(h, pctx.vectors, pctx.keys, pctx.mask)
+            return {"h": h2, **att_state}, c, alpha
+        c, alpha, att_state = self.att(h, pctx.vectors, pctx.keys, pctx.mask, state)
         if self.gate is not None:
             c = torch.sigmoid(self.gate(h)) * c
         h2, m2 = lstm_update(gi + self.w_c(c), h, state["m"], self.w_hh, self.b_hh)
-        return {"h": h2, "m": m2}, c, alpha
+        return {"h": h2, "m": m2, **att_state}, c, alpha
 
     def _logits(self, s: Tensor, e: Tensor, c: Tensor) -> Tensor:
         """Deep output: (..., H), (..., E), (..., D) -> (..., V)."""
@@ -183,12 +191,3 @@ class Decoder(nn.Module):
         s = torch.cat(hs, dim=1)  # T x (B, 1, H) -> (B, T, H)
         logits = self._logits(s, e, torch.cat(cs, dim=1))  # (B, T, V)
         return logits, torch.cat(alphas, dim=1)  # (B, T, N)
-
-
-def doubly_stochastic_penalty(alphas: Tensor, target_mask: Tensor, ctx_mask: Tensor) -> Tensor:
-    """Show-Attend-Tell's (1 - sum_t alpha_tn)^2, averaged over the real positions n and the batch.
-
-    alphas (B, T, N); target_mask (B, T) real output steps; ctx_mask (B, N) real positions."""
-    total = (alphas * target_mask.unsqueeze(-1)).sum(1)  # (B, T, N) -> (B, N)
-    per_input = (((1.0 - total) ** 2) * ctx_mask).sum(1) / ctx_mask.sum(1).clamp(min=1)  # (B,)
-    return per_input.mean()

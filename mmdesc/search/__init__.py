@@ -21,7 +21,7 @@ class Hypothesis:
 
     tokens: list[int]
     score: float
-    alpha: Tensor
+    alpha: Tensor | None  # None when the search was asked for no attention
 
 
 def length_norm(length: Tensor | float, alpha: float) -> Tensor | float:
@@ -39,19 +39,43 @@ def output_limits(lengths: Tensor, max_len: int, max_len_a: float = 0.0, max_len
 
 @torch.inference_mode()
 def decode(decoder, ctx: ContextSet, *, beam: int = 5, n_best: int = 1, max_lens: Tensor | int = 50,
-           min_len: int = 0, length_penalty: float = 0.0, bos: int = 1, eos: int = 2) -> list[list[Hypothesis]]:
-    """Greedy search when ``beam == 1 and n_best == 1``, batched beam search otherwise."""
+           min_len: int = 0, length_penalty: float = 0.0, max_attention_shift: int = 0, attention: bool = True,
+           bos: int = 1, eos: int = 2) -> list[list[Hypothesis]]:
+    """Greedy search when ``beam == 1 and n_best == 1``, batched beam search otherwise.
+
+    ``max_attention_shift`` > 0 ends a hypothesis (only EOS may follow) once its attention
+    peak moves back by more than that many positions or stays on one position for more than
+    that many steps (``attention_guard``): long inputs cannot loop. ``attention=False``:
+    hypotheses carry no attention (``alpha`` None), and search keeps none."""
     from mmdesc.search.beam import beam_search
     from mmdesc.search.greedy import greedy_search
 
     if isinstance(max_lens, int):
         max_lens = torch.full((ctx.vectors.shape[0],), max_lens, dtype=torch.long)
     max_lens = max_lens.to(ctx.vectors.device)
+    common = dict(max_lens=max_lens, min_len=min_len, length_penalty=length_penalty,
+                  max_attention_shift=max_attention_shift, attention=attention, bos=bos, eos=eos)
     if beam == 1 and n_best == 1:
-        return greedy_search(decoder, ctx, max_lens=max_lens, min_len=min_len,
-                             length_penalty=length_penalty, bos=bos, eos=eos)
-    return beam_search(decoder, ctx, beam=beam, n_best=n_best, max_lens=max_lens, min_len=min_len,
-                       length_penalty=length_penalty, bos=bos, eos=eos)
+        return greedy_search(decoder, ctx, **common)
+    return beam_search(decoder, ctx, beam=beam, n_best=n_best, **common)
+
+
+def attention_guard(logprobs: Tensor, alpha: Tensor, peak: Tensor, still: Tensor, t: int, limit: int,
+                    eos: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Allow only EOS to hypotheses whose attention went astray at step t.
+
+    alpha (B, K, N) this step's attention; peak (B, K) the previous step's peak position,
+    still (B, K) how many steps it has not moved. A hypothesis whose peak moves back by more
+    than ``limit`` positions, or stays put for more than ``limit`` steps, must end.
+    Returns logprobs (B, K, V) and the new peak and still."""
+    now = alpha.argmax(dim=-1)  # (B, K)
+    still = torch.where(now == peak, still + 1, torch.zeros_like(still)) if t > 0 else torch.zeros_like(now)
+    astray = ((peak - now > limit) | (still > limit)) if t > 0 else torch.zeros_like(now, dtype=torch.bool)
+    if bool(astray.any()):
+        eos_lp = logprobs[:, :, eos].clone()
+        logprobs.masked_fill_(astray[:, :, None], float("-inf"))
+        logprobs[:, :, eos] = torch.where(astray, eos_lp, logprobs[:, :, eos])
+    return logprobs, now, still
 
 
 def constrain(logprobs: Tensor, t: int, max_lens: Tensor, min_len: int, eos: int, bos: int) -> Tensor:
@@ -69,18 +93,19 @@ def constrain(logprobs: Tensor, t: int, max_lens: Tensor, min_len: int, eos: int
     return logprobs
 
 
-def to_hypotheses(tokens: Tensor, lengths: Tensor, scores: Tensor, alphas: Tensor, ctx_lengths: Tensor,
+def to_hypotheses(tokens: Tensor, lengths: Tensor, scores: Tensor, alphas: Tensor | None, ctx_lengths: Tensor,
                   n_best: int) -> list[list[Hypothesis]]:
     """Finished buffers -> Python hypotheses, best first.
 
     tokens (B, K, L) with EOS; lengths (B, K) including EOS; scores (B, K) normalised;
-    alphas (B, K, L, N)."""
+    alphas (B, K, L, N), or None for hypotheses without attention."""
     order = scores.argsort(dim=1, descending=True)[:, :n_best]  # (B, n)
     out = []
     for b, (row, nb) in enumerate(zip(order.tolist(), ctx_lengths.tolist())):
         hyps = []
         for k in row:
             n = int(lengths[b, k]) - 1  # drop EOS
-            hyps.append(Hypothesis(tokens[b, k, :n].tolist(), float(scores[b, k]), alphas[b, k, :n, :nb].float().cpu()))
+            alpha = None if alphas is None else alphas[b, k, :n, :nb].float().cpu()
+            hyps.append(Hypothesis(tokens[b, k, :n].tolist(), float(scores[b, k]), alpha))
         out.append(hyps)
     return out

@@ -7,18 +7,20 @@ import torch
 from torch import Tensor
 
 from mmdesc.contexts import ContextSet
-from mmdesc.search import Hypothesis, constrain, length_norm, to_hypotheses
+from mmdesc.search import Hypothesis, attention_guard, constrain, length_norm, to_hypotheses
 
 
 def greedy_search(decoder, ctx: ContextSet, *, max_lens: Tensor, min_len: int = 0, length_penalty: float = 0.0,
-                  bos: int = 1, eos: int = 2) -> list[list[Hypothesis]]:
+                  max_attention_shift: int = 0, attention: bool = True, bos: int = 1,
+                  eos: int = 2) -> list[list[Hypothesis]]:
     b, n, _ = ctx.vectors.shape
     dev = ctx.vectors.device
     pctx = decoder.prepare(ctx)
     state = decoder.init_state(pctx, 1)
     limit = int(max_lens.max()) + 1
     tokens = torch.full((b, limit), eos, dtype=torch.long, device=dev)
-    alphas = torch.zeros(b, limit, n, device=dev)
+    alphas = torch.zeros(b, limit, n, device=dev) if attention else None
+    peak = still = torch.zeros(b, 1, dtype=torch.long, device=dev)
     scores = torch.zeros(b, device=dev)
     lengths = torch.full((b,), limit, dtype=torch.long, device=dev)
     active = torch.arange(b, device=dev)  # original index of each row still decoding
@@ -26,9 +28,12 @@ def greedy_search(decoder, ctx: ContextSet, *, max_lens: Tensor, min_len: int = 
     for t in range(limit):
         logprobs, state, alpha = decoder.step(pctx, y, state)  # (B, 1, V), ..., (B, 1, N)
         logprobs = constrain(logprobs, t, max_lens[active], min_len, eos, bos)
+        if max_attention_shift > 0:
+            logprobs, peak, still = attention_guard(logprobs, alpha, peak, still, t, max_attention_shift, eos)
         lp, y = logprobs.max(dim=-1)  # (B, 1)
         tokens[active, t] = y[:, 0]
-        alphas[active, t] = alpha[:, 0].float()
+        if alphas is not None:
+            alphas[active, t] = alpha[:, 0].float()
         scores[active] += lp[:, 0]
         ended = y[:, 0] == eos
         if bool(ended.any()):
@@ -37,6 +42,8 @@ def greedy_search(decoder, ctx: ContextSet, *, max_lens: Tensor, min_len: int = 
             if keep.numel() == 0:
                 break
             active, y, pctx = active[keep], y[keep], pctx.select(keep)
+            peak, still = peak[keep], still[keep]
             state = {name: s[keep] for name, s in state.items()}
     norm = scores / length_norm(lengths.float(), length_penalty)
-    return to_hypotheses(tokens[:, None], lengths[:, None], norm[:, None], alphas[:, None], ctx.lengths, 1)
+    return to_hypotheses(tokens[:, None], lengths[:, None], norm[:, None],
+                         None if alphas is None else alphas[:, None], ctx.lengths, 1)

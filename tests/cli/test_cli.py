@@ -1,6 +1,7 @@
 """The CLI end to end, on generated media: what a user sees."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -133,3 +134,17 @@ def test_missing_data_files_are_all_reported_before_training(tmp_path):
     assert "data.train.captions" in r.err and "nope.json" in r.err and "data.valid.images" in r.err
     assert "data.test.captions" in r.err  # every missing path at once
     assert not (tmp_path / "run").exists()
+
+
+def test_describe_a_folder_names_pictures_by_path(tiny_image_run, tiny_data, tmp_path):
+    """a/x.png and b/x.png get a picture each; x.png beside x.jpg keeps its suffix."""
+    src = tiny_data / "images"
+    for sub, name in (("a", "x.png"), ("b", "x.png"), ("b", "y.png")):
+        (tmp_path / "in" / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / f"test_00000{len(name)}.png", tmp_path / "in" / sub / name)
+    Image.open(src / "test_000001.png").save(tmp_path / "in" / "b" / "y.jpg")
+    r = mmdesc("describe", tmp_path / "in", "-c", tiny_image_run, "--attention", tmp_path / "att")
+    assert r.code == 0, r.err
+    assert len(r.out.strip().splitlines()) == 4
+    pictures = sorted(str(p.relative_to(tmp_path / "att")) for p in (tmp_path / "att").rglob("*.png"))
+    assert pictures == ["a/x.png", "b/x.png", "b/y.png", "b/y.png.png"]  # y.jpg comes first: it is y.png

@@ -4,7 +4,7 @@ import torch
 
 from mmdesc.contexts import ContextSet
 from conftest import needs_cxx
-from mmdesc.decoder import Decoder, doubly_stochastic_penalty
+from mmdesc.decoder import Decoder
 
 
 def context(b=3, n=6, d=7, lengths=(6, 4, 2)):
@@ -69,13 +69,38 @@ def test_init_state_from_mean_context_ignores_padding():
     torch.testing.assert_close(h[2, 0], expected)
 
 
-def test_doubly_stochastic_penalty():
-    alphas = torch.zeros(1, 2, 3)
-    alphas[0, 0, 0] = alphas[0, 1, 1] = 1.0
-    tmask, cmask = torch.ones(1, 2), torch.tensor([[1.0, 1.0, 0.0]])
-    assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == 0.0
-    cmask = torch.ones(1, 3)
-    assert doubly_stochastic_penalty(alphas, tmask, cmask).item() == pytest.approx(1 / 3)  # the unattended third cell
+def test_location_attention_keeps_the_previous_alignment_in_the_state():
+    torch.manual_seed(0)
+    dec = Decoder(11, 7, attention="location", emb=5, hidden=9, att=6, out=4, dropout=0.0,
+                  location_channels=3, location_kernel=5)
+    ctx = context()
+    pctx = dec.prepare(ctx)
+    state = dec.init_state(pctx, 2)
+    prev = state["att_prev"]  # uniform over each input's real positions
+    assert prev.shape == (3, 2, ctx.vectors.shape[1])
+    torch.testing.assert_close(prev.sum(-1), torch.ones(3, 2))
+    assert (prev[~ctx.mask[:, None, :].expand_as(prev)] == 0).all()
+    _, state, alpha = dec.step(pctx, torch.full((3, 2), 4), state)
+    torch.testing.assert_close(state["att_prev"], alpha)  # what it looked at is what it keeps
+    # the score depends on that state: another previous alignment, another attention
+    other = dict(state, att_prev=torch.roll(state["att_prev"], 1, dims=-1) * ctx.mask[:, None, :])
+    _, _, a1 = dec.step(pctx, torch.full((3, 2), 5), state)
+    _, _, a2 = dec.step(pctx, torch.full((3, 2), 5), other)
+    assert not torch.allclose(a1, a2)
+
+
+def test_location_attention_teacher_forcing_matches_the_steps():
+    torch.manual_seed(1)
+    dec = Decoder(11, 7, cell="lstm", attention="location", emb=5, hidden=9, att=6, out=4, dropout=0.0,
+                  location_channels=2, location_kernel=3).eval()
+    ctx, y = context(), torch.randint(4, 11, (3, 4))
+    logits, alphas = dec(ctx, y)
+    pctx = dec.prepare(ctx)
+    state = dec.init_state(pctx, 1)
+    for t in range(4):
+        lp, state, alpha = dec.step(pctx, y[:, t:t + 1], state)
+        torch.testing.assert_close(lp[:, 0], torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alpha[:, 0], alphas[:, t], atol=1e-6, rtol=1e-6)
 
 
 @needs_cxx

@@ -160,6 +160,14 @@ def test_specaugment_masks_only_when_asked_and_only_in_training(tmp_path):
     assert torch.equal(item["feats"], reader.load(tmp_path / "a.wav")["feats"])  # the item is not touched
     off = Reader(freq_masks=0, time_masks=0)
     assert torch.equal(off.augment(item, random.Random(4))["feats"], item["feats"])
+    # the training data augments, the same data for evaluation does not
+    from mmdesc.corpora import Example
+    from mmdesc.data import Pairs
+
+    examples, pairs = [Example("a", str(tmp_path / "a.wav"), ["x"])], [(0, [5])]
+    trained_on = Pairs(reader, examples, pairs, augment_seed=1)[0][0]["feats"]
+    evaluated = Pairs(reader, examples, pairs, augment_seed=None)[0][0]["feats"]
+    assert torch.equal(evaluated, item["feats"]) and not torch.equal(trained_on, item["feats"])
 
 
 # ---------------------------------------------------------------------------------------------

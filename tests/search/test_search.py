@@ -137,3 +137,69 @@ def test_fused_attention_beam_matches_reference():
         ref = reference_beam(dec, ctx.select(torch.tensor([i])), 4, 7, 0.0)
         assert [h.tokens for h in batched[i]] == [r[1] for r in ref]
         assert [h.score for h in batched[i]] == pytest.approx([r[0] for r in ref], abs=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_location_attention_beam_matches_reference(cell):
+    """The attention's own state (the previous alignment) is reordered with the beams."""
+    torch.manual_seed(11)
+    dec = Decoder(V, 7, cell=cell, attention="location", emb=5, hidden=9, att=3, out=4, dropout=0.0,
+                  location_channels=3, location_kernel=3).eval()
+    with torch.no_grad():
+        dec.proj.bias[EOS] += 2.0
+        dec.att.conv.weight.mul_(4.0)  # make the previous alignment matter
+    ctx = context(seed=12)
+    batched = decode(dec, ctx, beam=4, n_best=4, max_lens=7)
+    for i in range(5):
+        ref = reference_beam(dec, ctx.select(torch.tensor([i])), 4, 7, 0.0)
+        assert [h.tokens for h in batched[i]] == [r[1] for r in ref]
+        assert [h.score for h in batched[i]] == pytest.approx([r[0] for r in ref], abs=1e-4)
+
+
+@torch.no_grad()
+def test_assembled_attention_is_the_attention_of_the_hypothesis():
+    """The back-pointer walk gives each hypothesis the attention it had: teacher-forcing its
+    tokens through the decoder reproduces it, for every n-best hypothesis."""
+    dec, ctx = model(seed=13, cell="lstm"), context(b=6, seed=14)
+    out = decode(dec, ctx, beam=4, n_best=3, max_lens=8)
+    for i, hyps in enumerate(out):
+        one = ctx.select(torch.tensor([i]))
+        for h in hyps:
+            y = torch.tensor([[BOS] + h.tokens])
+            _, alphas = dec(one, y)
+            torch.testing.assert_close(h.alpha, alphas[0, :len(h.tokens), : int(one.lengths[0])],
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_no_attention_asked_none_kept_same_result():
+    dec, ctx = model(seed=15), context(seed=16)
+    for beam in (1, 4):
+        full = decode(dec, ctx, beam=beam, n_best=1, max_lens=8)
+        bare = decode(dec, ctx, beam=beam, n_best=1, max_lens=8, attention=False)
+        assert [h[0].tokens for h in bare] == [h[0].tokens for h in full]
+        assert [h[0].score for h in bare] == pytest.approx([h[0].score for h in full])
+        assert all(h[0].alpha is None for h in bare)
+
+
+def _astray(alpha, limit):
+    """Steps whose attention peak moved back more than ``limit`` or stayed put for more than ``limit``."""
+    peaks, bad, still = alpha.argmax(-1).tolist(), [], 0
+    for t in range(1, len(peaks)):
+        still = still + 1 if peaks[t] == peaks[t - 1] else 0
+        if peaks[t - 1] - peaks[t] > limit or still > limit:
+            bad.append(t)
+    return bad
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_attention_shift_limit_ends_hypotheses_that_go_astray(beam):
+    torch.manual_seed(17)
+    dec = Decoder(V, 7, emb=5, hidden=9, att=3, out=4, dropout=0.0).eval()
+    with torch.no_grad():
+        dec.proj.bias[EOS] -= 3.0  # long outputs over short inputs: the attention must wander
+    ctx = context(b=6, n=10, seed=18)
+    free = decode(dec, ctx, beam=beam, n_best=1, max_lens=12)
+    assert any(_astray(h[0].alpha, 1) for h in free)  # without the limit, some go astray
+    held = decode(dec, ctx, beam=beam, n_best=1, max_lens=12, max_attention_shift=1)
+    assert not any(_astray(h[0].alpha, 1) for h in held)
+    assert sum(len(h[0].tokens) for h in held) < sum(len(h[0].tokens) for h in free)
