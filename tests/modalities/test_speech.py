@@ -96,6 +96,11 @@ def test_bad_files_are_media_errors_naming_the_file(tmp_path):
             reader.probe(tmp_path / name)
     (tmp_path / "half.wav").write_bytes(good[: len(good) // 2])  # cut in the data: what is there is read
     assert reader.load(tmp_path / "half.wav")["seconds"] == pytest.approx(0.5, abs=0.01)
+    noise = lambda t: np.random.default_rng(0).uniform(-0.5, 0.5, t.size)  # noqa: E731 - compresses little
+    flac = write_audio(tmp_path / "whole.flac", codec="flac", signal=noise).read_bytes()
+    (tmp_path / "half.flac").write_bytes(flac[: len(flac) // 2])  # its header says 1 s
+    with pytest.warns(MmdescWarning, match="half.flac: truncated or corrupt, read 0.[2-6]. s of 1.00 s"):
+        assert 0.2 < reader.load(tmp_path / "half.flac")["seconds"] < 0.7
 
 
 def test_video_files_give_their_sound_track_and_claims_tells_them_apart(tmp_path):
