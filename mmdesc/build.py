@@ -44,17 +44,28 @@ def ensure_data(recipe, say: Callable[[str], None] = print) -> None:
 
 def check_data(recipe) -> None:
     """Every path the data splits name exists: all missing ones reported at once, before anything heavy."""
-    from dataclasses import fields
-
-    root, problems = Path(recipe.data.root), []
+    problems = []
     for split in ("train", "valid", "test"):
-        cfg = getattr(recipe.data, split, None)
-        for f in fields(cfg) if cfg is not None else ():
-            value = getattr(cfg, f.name)
-            if isinstance(value, str) and value and not (root / value).exists():
-                problems.append(f"data.{split}.{f.name}: {root / value} does not exist")
+        problems += _split_problems(recipe, split)
     if problems:
         raise ConfigError(problems)
+
+
+def _split_problems(recipe, split: str) -> list[str]:
+    """Paths of one split that do not exist or are neither a file nor a folder (a FIFO or a
+    device would hang or never end the reading)."""
+    from dataclasses import fields
+
+    root, cfg, problems = Path(recipe.data.root), getattr(recipe.data, split, None), []
+    for f in fields(cfg) if cfg is not None else ():
+        value = getattr(cfg, f.name)
+        if isinstance(value, str) and value:
+            p = root / value
+            if not p.exists():
+                problems.append(f"data.{split}.{f.name}: {p} does not exist")
+            elif not (p.is_file() or p.is_dir()):
+                problems.append(f"data.{split}.{f.name}: {p} is not a regular file or a folder")
+    return problems
 
 
 def read_split(recipe, split: str) -> list[Example]:
@@ -62,6 +73,9 @@ def read_split(recipe, split: str) -> list[Example]:
     cfg = getattr(recipe.data, split, None)
     if cfg is None:
         raise ConfigError(f"data.{split}: the recipe names no {split} split")
+    problems = _split_problems(recipe, split)
+    if problems:
+        raise ConfigError(problems)
     examples = modality(recipe).read_split(cfg, Path(recipe.data.root))
     if not examples:
         raise DataError(f"data.{split}: the {split} split is empty")
@@ -80,11 +94,17 @@ def build_tokenizer(recipe, examples: list[Example]):
                            vocab_size=t.vocab_size, model_type=t.model_type)
 
 
-def build_model(recipe, reader, tokenizer):
+def build_model(recipe, reader, tokenizer, pretrained: bool = True):
+    """The Describer a recipe describes. ``pretrained=False``: weights will come from a
+    checkpoint, so no pretrained-weights file is read (the encoder section's
+    ``without_pretrained()``, where it has one): a trained checkpoint is self-contained."""
     from mmdesc.decoder import Decoder
     from mmdesc.model import Describer
 
-    encoder = modality(recipe).Encoder(**asdict(recipe.encoder), **reader.encoder_kwargs())
+    enc = recipe.encoder
+    if not pretrained and hasattr(enc, "without_pretrained"):
+        enc = enc.without_pretrained()
+    encoder = modality(recipe).Encoder(**asdict(enc), **reader.encoder_kwargs())
     decoder = Decoder(len(tokenizer), encoder.out_dim, **asdict(recipe.decoder))
     return Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
 
@@ -114,7 +134,13 @@ def checkpoint_meta(recipe, reader, tokenizer, **extra) -> dict:
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> Trained:
-    """Rebuild a trained model from a checkpoint (or run) folder, ready for inference."""
+    """Rebuild a trained model from a checkpoint (or run) folder, ready for inference.
+
+    Nothing in the folder is trusted: the metadata is validated field by field, the model
+    is first built on the meta device (no memory) and compared with the weights file's
+    header, and only then built for real; any problem is one ``CheckpointError`` line."""
+    import torch
+
     from mmdesc import checkpoint
     from mmdesc.config import recipe_from_dict
     from mmdesc.errors import CheckpointError
@@ -122,14 +148,28 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
 
     path = checkpoint.resolve(path)
     meta = checkpoint.read_meta(path)
+    missing = [k for k in ("recipe", "tokenizer") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path / checkpoint.META}: has no {' and no '.join(missing)}; not a model checkpoint")
     try:
         recipe = recipe_from_dict(meta["recipe"])
+    except ConfigError as e:
+        more = f" (and {len(e.problems) - 3} more)" if len(e.problems) > 3 else ""
+        raise CheckpointError(f"{path}: its recipe is not valid: {'; '.join(e.problems[:3])}{more}") from None
+    try:
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
         reader = build_reader(recipe)
         reader.load_state(meta.get("reader", {}))
-    except (KeyError, ValueError, ConfigError) as e:
-        raise CheckpointError(f"{path}: the checkpoint's metadata is not usable ({e})") from None
-    model = build_model(recipe, reader, tokenizer)
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: the checkpoint's tokenizer or reader state is not usable "
+                              f"({str(e)[:120] or type(e).__name__})") from None
+    try:
+        with torch.device("meta"):
+            shapes = build_model(recipe, reader, tokenizer, pretrained=False)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: its recipe does not build a model ({str(e)[:120]})") from None
+    checkpoint.check_weights(path, shapes)
+    model = build_model(recipe, reader, tokenizer, pretrained=False)
     checkpoint.load_weights(path, model)
     model.to(device).eval()
     return Trained(model, reader, tokenizer, recipe, meta, path)

@@ -10,7 +10,13 @@ round-trip a recipe through JSON-able data, to save it inside checkpoints.
 
 A config dataclass (a modality's too) may define ``problems(self) -> list[str]``: cheap
 sanity checks, each message starting with the field name; the section path is prefixed.
-Nothing here imports torch.
+Every number has a range (``check_range``; any float must be finite), so a recipe, or the
+recipe inside a checkpoint from elsewhere, cannot ask for a model or a batch that does
+not fit in memory. YAML is read with bounds (file size, nesting depth, the size after
+aliases are expanded), so an alias bomb is refused in milliseconds; messages show values
+shortened (``_show``), never whole. ``load_recipe(..., training=True)`` also checks what a
+training needs from this machine (a writable run folder, a device that exists), in the
+same one error. Nothing here imports torch (the device check imports it when asked).
 """
 from __future__ import annotations
 
@@ -18,7 +24,11 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
+import os
 import re
+import stat
+import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -28,6 +38,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mmdesc import devices
 from mmdesc.errors import ConfigError
 from mmdesc.modalities import MODALITIES
 
@@ -42,6 +53,28 @@ class EncoderSlot:
 
 class SplitSlot:
     """Stands for the modality's ``SplitConfig``; swapped in when a recipe is parsed."""
+
+
+# Upper limits of the numbers a recipe may hold: far above any model this toolkit trains, far
+# below what would exhaust memory before a single step (the reason they exist).
+MAX_DIM = 16384  # any layer width (embedding, hidden, attention, channels)
+MAX_VOCAB = 1_000_000
+MAX_BATCH = 65536
+MAX_BEAM = 256
+MAX_OUTPUT = 10_000  # tokens of one output
+MAX_STEPS = 10 ** 9
+MAX_SEED = 2 ** 32 - 1
+MAX_SCENES = 10 ** 7  # synthetic corpus split sizes
+MAX_INT = 2 ** 53  # any integer at all
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 10_000  # after aliases are expanded
+
+
+def check_range(cfg: object, lo: float, hi: float, *names: str) -> list[str]:
+    """A problem for each field of ``cfg`` named in ``names`` outside [lo, hi]."""
+    return [f"{n}: must be in [{lo}, {hi}], got {_show(getattr(cfg, n))}" for n in names
+            if not lo <= getattr(cfg, n) <= hi]
 
 
 def _positive(cfg: object, *names: str) -> list[str]:
@@ -66,7 +99,9 @@ class SynthConfig:
     seed: int = 1
 
     def problems(self) -> list[str]:
-        return _positive(self, "train", "valid") + _non_negative(self, "test")
+        found = _positive(self, "train", "valid") + _non_negative(self, "test")
+        return found + check_range(self, 0, MAX_SCENES, "train", "valid", "test") + \
+            check_range(self, 0, MAX_SEED, "seed")
 
 
 @dataclass(frozen=True, kw_only=True)  # kw_only: required splits follow defaulted fields
@@ -76,10 +111,11 @@ class DataConfig:
     train: SplitSlot
     valid: SplitSlot
     test: SplitSlot | None = None
+    test_shift: SplitSlot | None = None  # a test split drawn outside the training ranges (data synth --shift)
     max_target_words: int = 60  # longer training targets are truncated
 
     def problems(self) -> list[str]:
-        return _positive(self, "max_target_words")
+        return _positive(self, "max_target_words") + check_range(self, 1, MAX_OUTPUT, "max_target_words")
 
 
 @dataclass(frozen=True)
@@ -89,7 +125,7 @@ class TokenizerConfig:
     model_type: Literal["unigram", "bpe"] = "unigram"
 
     def problems(self) -> list[str]:
-        return _positive(self, "vocab_size")
+        return check_range(self, 5, MAX_VOCAB, "vocab_size")  # more than the 4 special tokens
 
 
 @dataclass(frozen=True)
@@ -109,7 +145,8 @@ class DecoderConfig:
 
     def problems(self) -> list[str]:
         found = _positive(self, "emb", "hidden", "att", "out", "location_channels", "location_kernel")
-        found += _fraction(self, "dropout")
+        found += _fraction(self, "dropout") + check_range(self, 1, MAX_DIM, "emb", "hidden", "att", "out")
+        found += check_range(self, 1, 1024, "location_channels", "location_kernel")
         if self.tied and self.out != self.emb:
             found.append(f"tied: needs out == emb, got out={self.out}, emb={self.emb}")
         if self.location_kernel % 2 == 0:
@@ -145,6 +182,9 @@ class SearchConfig:
     def problems(self) -> list[str]:
         found = _positive(self, "beam", "n_best", "max_len", "batch_size")
         found += _non_negative(self, "max_len_a", "min_len", "length_penalty", "max_attention_shift")
+        found += check_range(self, 1, MAX_BEAM, "beam", "n_best") + check_range(self, 1, MAX_BATCH, "batch_size")
+        found += check_range(self, 0, MAX_OUTPUT, "max_len", "min_len", "max_attention_shift") + \
+            check_range(self, -MAX_OUTPUT, MAX_OUTPUT, "max_len_b")
         if self.n_best > self.beam:
             found.append(f"n_best: must be <= beam ({self.beam}), got {self.n_best}")
         if self.min_len > self.max_len:
@@ -175,6 +215,10 @@ class TrainConfig:
     threads: int = 0  # 0 = all cores
     workers: int = 1  # processes decoding training inputs ahead of the steps (0 = in the training process)
     check_data: Literal["probe", "full"] = "probe"  # up-front check of every input: a header probe, or a decode
+    # batches of similar lengths: by input length, or by input then target length (less padding,
+    # but BatchNorm in an encoder can then read the target's length, e.g. the object count, from
+    # its batch-mates: models learn to say more objects than an input holds)
+    bucket: Literal["input", "input+target"] = "input"
     skip_bad: bool = False
 
     def problems(self) -> list[str]:
@@ -182,6 +226,13 @@ class TrainConfig:
                           "save_every", "keep_last", "log_every")
         found += _non_negative(self, "weight_decay", "clip", "warmup", "max_minutes", "patience", "threads",
                                "workers")
+        found += check_range(self, 1, MAX_BATCH, "batch_size") + check_range(self, 0, 1024, "threads", "keep_last")
+        found += check_range(self, 0, 256, "workers")
+        found += check_range(self, 0, MAX_STEPS, "warmup", "max_steps", "valid_every", "save_every", "log_every",
+                             "patience", "valid_size")
+        found += check_range(self, 0, 10 ** 7, "max_minutes")
+        if not devices.well_formed(self.device):
+            found.append(f"device: {_show(self.device)} is not a device name ({devices.NAMES})")
         from mmdesc.metrics import SELECTION
 
         if self.metric not in SELECTION:
@@ -205,29 +256,144 @@ class Recipe:
     seed: int = 0
     name: str = ""
 
+    def problems(self) -> list[str]:
+        found = check_range(self, 0, MAX_SEED, "seed")
+        if not self.out.strip():
+            found.append("out: is empty; name the run folder (out=runs/NAME)")
+        return found
+
+
+_DEFAULT_TOP = Recipe(modality="", data=None, input=None, encoder=None)  # stands in to check seed and out alone
+
 
 # ---------------------------------------------------------------- loading
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (),
-                modalities: Mapping[str, Any] = MODALITIES) -> Recipe:
-    """Read a YAML recipe, apply ``a.b.c=value`` overrides, validate; raises ``ConfigError``."""
+                modalities: Mapping[str, Any] = MODALITIES, training: bool = False) -> Recipe:
+    """Read a YAML recipe, apply ``a.b.c=value`` overrides, validate; raises ``ConfigError``.
+
+    ``training``: also check what training needs from this machine (``training_problems``),
+    reported in the same error as everything else."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read recipe ({getattr(err, 'strerror', None) or err})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}{getattr(err, 'problem', None) or err}") from None
+    data = _load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {_show(data)}")
     errors: list[str] = []
     data = apply_overrides(data, overrides, errors)
+    if training:
+        errors += training_problems(data)
     return _recipe(data, modalities, errors)
+
+
+def _load_yaml(path: Path) -> Any:
+    """The YAML of ``path``: a regular file of at most MAX_RECIPE_BYTES, nested at most
+    MAX_YAML_DEPTH deep, at most MAX_YAML_NODES nodes once aliases are expanded."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read recipe ({err.strerror or err})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: cannot read recipe (not a regular file)")
+        if st.st_size > MAX_RECIPE_BYTES:
+            raise ConfigError(f"{path}: a recipe of {st.st_size:,} bytes; more than {MAX_RECIPE_BYTES:,} is refused")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read recipe ({err.strerror or err})") from None
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read recipe (not UTF-8 text)") from None
+    try:
+        return yaml.load(text, Loader=BoundedLoader)
+    except _TooBig as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}{getattr(err, 'problem', None) or str(err)[:200]}") from None
+    except (ValueError, RecursionError) as err:  # e.g. an integer of more digits than Python converts
+        why = "an integer of thousands of digits" if "digits" in str(err) else str(err)[:100]
+        raise ConfigError(f"{path}: cannot read recipe ({why})") from None
+
+
+class _TooBig(yaml.YAMLError):
+    pass
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses, while composing and before any object is built, a
+    document nested deeper than MAX_YAML_DEPTH, one of more than MAX_YAML_NODES values once its
+    aliases are expanded (a "billion laughs" alias bomb: a few lines that expand to 10^9
+    values), and an alias that refers to the node that contains it."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._total = 0  # values composed so far, each alias counted as all it stands for
+        self._sizes: dict[int, int] = {}  # id(anchored node) -> values it stands for
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None and id(node) not in self._sizes:
+                raise _TooBig(f"line {event.start_mark.line + 1}: the alias *{event.anchor[:40]} refers to "
+                              f"the node that contains it")
+            self._count(self._sizes.get(id(node), 0), event)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        start = self._total
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooBig(f"line {self.peek_event().start_mark.line + 1}: nested more than "
+                              f"{MAX_YAML_DEPTH} levels deep")
+            self._count(1, self.peek_event())
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._sizes[id(node)] = self._total - start
+        return node
+
+    def _count(self, n: int, event) -> None:
+        self._total += n
+        if self._total > MAX_YAML_NODES:
+            raise _TooBig(f"line {event.start_mark.line + 1}: more than {MAX_YAML_NODES:,} values "
+                          f"(aliases expanded); a recipe has a few hundred")
+
+
+def training_problems(data: Mapping) -> list[str]:
+    """What a training needs from this machine, checked on the raw recipe data before anything
+    is built: a run folder (``out``) that is not a file and can be written, a device that exists."""
+    found = []
+    out = data.get("out", Recipe.out)
+    if isinstance(out, str) and out.strip():
+        found += _out_problems(Path(out))
+    train = data.get("train")
+    device = train.get("device", TrainConfig.device) if isinstance(train, Mapping) else TrainConfig.device
+    if isinstance(device, str) and devices.well_formed(device):
+        problem = devices.problem(device)
+        if problem:
+            found.append(f"train.device: {problem}")
+    return found
+
+
+def _out_problems(out: Path) -> list[str]:
+    if out.exists() and not out.is_dir():
+        return [f"out: {_show(str(out))} is a file, not a run folder"]
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        return [f"out: {_show(str(existing))} is not a folder, so the run folder cannot be made in it"]
+    try:  # really try: permissions, read-only file systems and full disks all show up here
+        tempfile.TemporaryDirectory(dir=existing, prefix=".mmdesc-write-test-").cleanup()
+    except OSError as err:
+        return [f"out: cannot write in {_show(str(existing))} ({err.strerror or err})"]
+    return []
 
 
 def apply_overrides(data: dict, overrides: Sequence[str], errors: list[str]) -> dict:
@@ -237,15 +403,15 @@ def apply_overrides(data: dict, overrides: Sequence[str], errors: list[str]) -> 
         key, sep, raw = item.partition("=")
         keys = key.strip().split(".")
         if not sep or not all(keys):
-            errors.append(f"override {item!r}: expected key.path=value")
+            errors.append(f"override {_show(item)}: expected key.path=value")
             continue
         node = data
         for depth, k in enumerate(keys[:-1]):
             if node.get(k) is None:
                 node[k] = {}
             if not isinstance(node[k], dict):
-                errors.append(f"{'.'.join(keys[:depth + 1])}: is {_show(node[k])}, not a section "
-                              f"(override {item!r})")
+                errors.append(f"{_name('.'.join(keys[:depth + 1]))}: is {_show(node[k])}, not a section "
+                              f"(override {_show(item)})")
                 break
             node = node[k]
         else:
@@ -257,8 +423,8 @@ def _override_value(raw: str) -> Any:
     if not raw.strip():
         return ""
     try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
+        return yaml.load(raw, Loader=BoundedLoader)
+    except (yaml.YAMLError, ValueError, RecursionError):
         return raw  # e.g. "a: b: c": keep the text
 
 
@@ -294,12 +460,17 @@ def _recipe(d: Mapping, modalities: Mapping[str, Any], errors: list[str]) -> Rec
     swap = None
     name, names = d.get("modality"), list(modalities)  # list(): keys without importing modules
     if isinstance(name, str) and name not in names:
-        errors.append(f"modality: {name!r} is not one of {{{', '.join(names)}}}{_did_you_mean(name, names)}")
+        errors.append(f"modality: {_show(name)} is not one of {{{', '.join(names)}}}{_did_you_mean(name, names)}")
     elif isinstance(name, str):
         module = modalities[name]
         swap = {ReaderSlot: module.ReaderConfig, EncoderSlot: module.EncoderConfig,
                 SplitSlot: module.SplitConfig}
     recipe = parse_dataclass(Recipe, d, "", errors, swap)
+    if recipe is None:  # a section failed, so Recipe.problems() did not run: its checks, on what parsed
+        top: list[str] = []
+        values = {k: parse_value(_hints(Recipe)[k], d[k], k, top) for k in ("seed", "out") if k in d}
+        if not top:
+            errors += Recipe.problems(dataclasses.replace(_DEFAULT_TOP, **values))
     if errors:
         raise ConfigError(errors)
     return recipe
@@ -341,8 +512,8 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
         if _join(path, key) in MOVED:
             errors.append(f"{_join(path, key)}: moved to {MOVED[_join(path, key)]}")
         elif key not in fields:
-            errors.append(f"{_join(path, key)}: unknown key — {_suggest_key(str(key), list(fields))}")
-    hints, values, ok = _hints(cls), {}, True
+            errors.append(f"{_join(path, _name(key))}: unknown key — {_suggest_key(str(key), list(fields))}")
+    hints, values, ok, failed = _hints(cls), {}, True, set()
     for name, f in fields.items():
         tp, where, before = (swap or {}).get(hints[name], hints[name]), _join(path, name), len(errors)
         if name in data:
@@ -357,12 +528,39 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
             values[name] = None
         else:
             errors.append(f"{path or 'recipe'}: missing required key '{name}'")
-        ok = ok and len(errors) == before
+        if len(errors) > before:
+            ok = False
+            failed.add(name)
     if not ok:
+        errors.extend(_join(path, p) for p in _problems_of_the_rest(cls, fields, values, failed))
         return None
     obj = cls(**values)
-    errors.extend(f"{_join(path, p)}" for p in getattr(obj, "problems", list)())
+    errors.extend(_join(path, p) for p in _first_per_field(getattr(obj, "problems", list)()))
     return obj
+
+
+def _problems_of_the_rest(cls: type, fields: Mapping, values: dict, failed: set) -> list[str]:
+    """Where some fields failed to parse: ``problems()`` of the fields that did, with the failed
+    ones at their defaults (if they all have one), so every problem is still reported at once."""
+    if not hasattr(cls, "problems") or any(fields[n].default is dataclasses.MISSING for n in failed):
+        return []
+    try:
+        trial = cls(**{**values, **{n: fields[n].default for n in failed}})
+    except (TypeError, ValueError):
+        return []
+    return [p for p in _first_per_field(trial.problems()) if p.partition(":")[0] not in failed]
+
+
+def _first_per_field(problems: list[str]) -> list[str]:
+    """One problem per field (the first found): one line each."""
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        name = p.partition(":")[0]
+        if name not in seen:
+            seen.add(name)
+            out.append(p)
+    return out
 
 
 def parse_value(tp: Any, value: Any, path: str, errors: list[str],
@@ -431,6 +629,9 @@ def _parse_scalar(tp: type, value: Any, path: str, errors: list[str]) -> Any:
     if tp in (int, float) and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
         value = float(value)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (int, float) and is_number and not (math.isfinite(value) and abs(value) <= MAX_INT):
+        errors.append(f"{path}: expected a finite number of magnitude at most 2^53, got {_show(value)}")
+        return None
     if (tp is bool and isinstance(value, bool)) or (tp is str and isinstance(value, str)):
         return value
     if tp is int and is_number and float(value).is_integer():
@@ -462,19 +663,34 @@ def _join(path: str, key: object) -> str:
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
+    close = difflib.get_close_matches(word[:100], list(choices), n=1)
     return f" — did you mean '{close[0]}'?" if close else ""
 
 
 def _suggest_key(word: str, keys: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(keys), n=1)
+    close = difflib.get_close_matches(word[:100], list(keys), n=1)
     return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(keys))}"
 
 
+_PLAIN_NAME = re.compile(r"[\w.\-\[\]]{1,60}")
+
+
+def _name(key: object) -> str:
+    """A key as it appears in a dotted path: as it is when short and plain, else like _show."""
+    return key if isinstance(key, str) and _PLAIN_NAME.fullmatch(key) else _show(key)
+
+
 def _show(value: Any) -> str:
+    """A value in a message: short, on one line, never the whole of a big value."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, Mapping):
         return "a mapping"
-    text = repr(value)
+    if isinstance(value, (list, tuple)):
+        scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in value)
+        return "[" + ", ".join(_show(v) for v in value) + "]" if len(value) <= 3 and scalars \
+            else f"a list of {len(value)}"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value[:40] if isinstance(value, str) else value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -4,6 +4,21 @@ Library code raises these instead of printing; nothing here imports torch.
 """
 from __future__ import annotations
 
+import re
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def one_line(name: object) -> str:
+    r"""``name`` as it can be printed on one line of tab-separated output: backslash, tab,
+    newline, carriage return and other control characters are escaped (``\\``, ``\t``,
+    ``\n``, ``\r``, ``\xHH``). A name without any of them is printed as it is."""
+    text = str(name)
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
 
 class MmdescError(Exception):
     """Base class: ``str(err)`` is the one line a user sees."""
@@ -19,7 +34,10 @@ class MediaError(MmdescError):
     def __init__(self, path: object, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{one_line(self.path)}: {reason}")
+
+
+MAX_SHOWN = 40  # problems of a ConfigError printed; the rest are counted
 
 
 class ConfigError(MmdescError):
@@ -31,13 +49,22 @@ class ConfigError(MmdescError):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         n = len(self.problems)
         head = "recipe error" if n == 1 else f"{n} recipe errors"
-        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+        shown = self.problems[:MAX_SHOWN] + ([f"... and {n - MAX_SHOWN} more"] if n > MAX_SHOWN else [])
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in shown))
 
 
 class CheckpointError(MmdescError):
     """A checkpoint folder is missing, incomplete, of the wrong version, or unsafe."""
 
     exit_code = 2
+
+
+class BusyError(MmdescError):
+    """Another process holds what this one needs (a run folder that is training).
+
+    Exit code 75 (``EX_TEMPFAIL``): nothing is wrong with the input; try again later."""
+
+    exit_code = 75
 
 
 class DataError(MmdescError):

@@ -4,7 +4,9 @@ Text scores: corpus BLEU and chrF (sacrebleu, tokenizer ``13a``), CIDEr-D (writt
 as in the coco-caption reference code), WER and CER (jiwer). Attention scores: grounding
 (does the attention peak of a word fall inside its referent's region?), the alignment error
 rate of attention-derived word alignments against sure/possible ground truth, and time
-alignment (does a word's attention sit inside the time span where it is spoken?).
+alignment (does a word's attention sit inside the time span where it is spoken?). Object
+scores, where the objects of each input are known: hallucination (CHAIR), counting,
+attributes and relations of the objects a caption names.
 
 Every text score takes ``hyps: list[str]`` (one per input) and ``refs: list[list[str]]``
 (one or more references per input; the count may differ between inputs). Nothing here
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 __all__ = [
     "bleu", "chrf", "cider_d", "wer", "cer", "error_rates", "corpus_scores", "SELECTION", "selection_value",
     "improved", "word_attention", "grounding", "alignment_error_rate", "argmax_alignment", "time_alignment",
+    "ObjectVocabulary", "parse_objects", "object_scores",
 ]
 
 # The scores that can pick the best checkpoint (``train.metric``), and which way is better.
@@ -395,3 +399,146 @@ def time_alignment(items: Iterable[tuple[Any, Sequence[int], Any, Sequence[Seque
     return {"time_alignment": 100.0 * hits / words if words else 0.0,
             "backward_steps": 100.0 * backward / steps if steps else 0.0,
             "time_alignment_n": words, "time_alignment_skipped": skipped}
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+@dataclass(frozen=True)
+class ObjectVocabulary:
+    """The words a caption grammar names objects with, and what its relations mean.
+
+    words: ground-truth key -> the words of its values, e.g. ``{"shape": ("circle", ...),
+      "colour": (...), "size": (...)}``; objects' ground truth uses the same keys.
+    head: the key whose word ends a mention (the noun, e.g. ``"shape"``); the other words
+      seen since the last mention are its attributes.
+    relations: phrase -> ``holds(a_box, b_box, boxes)``: whether "<a> phrase <b>" is true
+      of the objects in boxes a and b of a scene whose objects have ``boxes``.
+    """
+
+    words: Mapping[str, Sequence[str]]
+    head: str
+    relations: Mapping[str, Callable[[Sequence[float], Sequence[float], Sequence[Sequence[float]]], bool]]
+
+
+def parse_objects(caption: str, vocab: ObjectVocabulary) -> tuple[list[dict], list[tuple[int, str, int]]]:
+    """The objects a caption names and the relations it states between them.
+
+    Returns ``(mentions, relations)``: one ``{key: word}`` per head word, with the attribute
+    words met since the previous mention; ``(i, phrase, j)`` when a relation phrase stands
+    between mentions i and j = i + 1. Tolerant: words outside the vocabulary are skipped,
+    and attributes with no head after them (a cut-off caption) are dropped.
+    """
+    key_of = {w: k for k, ws in vocab.words.items() for w in ws}
+    phrases = sorted((tuple(p.split()) for p in vocab.relations), key=len, reverse=True)
+    words = caption.lower().split()
+    mentions: list[dict] = []
+    relations: list[tuple[int, str, int]] = []
+    pending: dict = {}
+    after: tuple[int, str] | None = None  # (mention, phrase) waiting for its second object
+    i = 0
+    while i < len(words):
+        phrase = next((p for p in phrases if tuple(words[i:i + len(p)]) == p), None)
+        if phrase is not None:
+            after = (len(mentions) - 1, " ".join(phrase)) if mentions else None
+            pending, i = {}, i + len(phrase)
+            continue
+        key = key_of.get(words[i])
+        if key == vocab.head:
+            mentions.append({**pending, key: words[i]})
+            pending = {}
+            if after is not None:
+                relations.append((after[0], after[1], len(mentions) - 1))
+                after = None
+        elif key is not None:
+            pending[key] = words[i]
+        elif words[i] == "and":
+            pending, after = {}, None
+        i += 1
+    return mentions, relations
+
+
+def _assign(mentions: list[dict], objects: Sequence[Mapping], head: str, keys: Sequence[str]) -> list[int | None]:
+    """One-to-one mention -> object (or None) assignment with the most agreeing words.
+
+    Agreement on the head outweighs all attributes together; among equals, assigning
+    beats leaving a mention unassigned. Exact, by dynamic programming over the set of
+    objects already taken (scenes hold a handful of objects).
+    """
+    k, n = len(mentions), len(objects)
+    big = len(keys) + 1
+
+    def gain(m: dict, o: Mapping) -> int:
+        agree = sum((big if key == head else 1) * (m[key] == o.get(key)) for key in m)
+        return agree * (k + 1) + 1
+
+    best: dict[int, tuple[int, list]] = {0: (0, [])}
+    for m in mentions:
+        nxt: dict[int, tuple[int, list]] = {}
+        for used, (score, picks) in best.items():
+            options = [(used, score, picks + [None])]
+            options += [(used | 1 << j, score + gain(m, objects[j]), picks + [j]) for j in range(n) if not used >> j & 1]
+            for u, sc, pk in options:
+                if u not in nxt or sc > nxt[u][0]:
+                    nxt[u] = (sc, pk)
+        best = nxt
+    return max(best.values(), key=lambda v: v[0])[1] if k else []
+
+
+def object_scores(hyps: Sequence[str], scenes: Sequence[Sequence[Mapping]], vocab: ObjectVocabulary) -> dict[str, float]:
+    """Hallucination, counting, attribute and relation scores of captions against the
+    objects their inputs hold.
+
+    scenes: per caption, its objects: ``{key: word, ..., "box": [x0, y0, x1, y1]}`` with the
+    keys of ``vocab.words``. Each caption's mentions (:func:`parse_objects`) are matched one
+    to one with the objects (most agreeing words; see ``_assign``). In percent:
+
+    - ``chair_i``: mentions that name no object of the scene (unmatched, or matched to an
+      object of another ``head`` word) among all mentions; ``chair_s``: captions with at
+      least one such mention (CHAIR, Rohrbach et al. 2018, at instance and sentence level);
+    - ``count_accuracy``: captions naming as many objects as the scene holds;
+    - ``object_recall``: objects of the scenes named with their head word;
+    - ``attribute_accuracy``: the words of matched mentions (head included) that are right,
+      and ``{key}_accuracy`` per key;
+    - ``relation_accuracy``: stated relations between two matched mentions that hold for
+      their objects (``vocab.relations``).
+
+    Counts ``mentions_n`` and ``relations_n`` come with them; a score with nothing to count is 0.
+    """
+    if len(hyps) != len(scenes):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(scenes)} scenes")
+    keys = list(vocab.words)
+    mentioned = wrong = bad_captions = counted = objects_n = recalled = 0
+    named, right = Counter(), Counter()
+    rel_n = rel_ok = 0
+    for hyp, objects in zip(hyps, scenes):
+        mentions, relations = parse_objects(hyp, vocab)
+        picks = _assign(mentions, objects, vocab.head, keys)
+        invented = [j is None or objects[j].get(vocab.head) != m[vocab.head] for m, j in zip(mentions, picks)]
+        mentioned += len(mentions)
+        wrong += sum(invented)
+        bad_captions += any(invented)
+        counted += len(mentions) == len(objects)
+        objects_n += len(objects)
+        recalled += sum(not bad for bad in invented)
+        for m, j in zip(mentions, picks):
+            if j is not None:
+                for key, word in m.items():
+                    named[key] += 1
+                    right[key] += word == objects[j].get(key)
+        boxes = [o["box"] for o in objects]
+        for a, phrase, b in relations:
+            ja, jb = picks[a], picks[b]
+            if ja is not None and jb is not None and ja != jb:
+                rel_n += 1
+                rel_ok += bool(vocab.relations[phrase](objects[ja]["box"], objects[jb]["box"], boxes))
+
+    def pct(x: float, n: float) -> float:
+        return 100.0 * x / n if n else 0.0
+
+    out = {"chair_i": pct(wrong, mentioned), "chair_s": pct(bad_captions, len(hyps)),
+           "count_accuracy": pct(counted, len(hyps)), "object_recall": pct(recalled, objects_n),
+           "attribute_accuracy": pct(sum(right.values()), sum(named.values()))}
+    out.update({f"{key}_accuracy": pct(right[key], named[key]) for key in keys})
+    out.update({"relation_accuracy": pct(rel_ok, rel_n), "mentions_n": mentioned, "relations_n": rel_n})
+    return out

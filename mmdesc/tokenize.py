@@ -13,6 +13,9 @@ from typing import Iterable, Sequence
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 WORD_START = "\u2581"  # sentencepiece's word-start marker
+MAX_VOCAB = 1_000_000  # entries of a vocabulary read back from a checkpoint
+MAX_WORD = 1000  # characters of one entry
+MAX_MODEL_CHARS = 48 << 20  # base64 characters of a serialised sentencepiece model
 
 
 class Tokenizer:
@@ -47,11 +50,28 @@ class Tokenizer:
 
     @staticmethod
     def from_dict(d: dict) -> "Tokenizer":
-        if d["kind"] == "sentencepiece":
-            return SentencePieceTokenizer(base64.b64decode(d["model"]))
-        if d["kind"] == "word":
-            return WordTokenizer(d["vocab"])
-        raise ValueError(f"unknown tokenizer kind {d['kind']!r}")
+        """The tokenizer ``to_dict`` wrote; raises ValueError (a short reason) for anything else,
+        e.g. a checkpoint's crafted metadata."""
+        kind = d.get("kind") if isinstance(d, dict) else None
+        if kind == "sentencepiece" and isinstance(d.get("model"), str) and len(d["model"]) <= MAX_MODEL_CHARS:
+            try:
+                raw = base64.b64decode(d["model"], validate=True)
+                if not raw:  # sentencepiece takes b"" for a model, then complains on every call
+                    raise ValueError
+                tok: Tokenizer = SentencePieceTokenizer(raw)
+            except (ValueError, RuntimeError):
+                raise ValueError("the sentencepiece model is not readable") from None
+        elif kind == "word" and isinstance(d.get("vocab"), list) and len(d["vocab"]) <= MAX_VOCAB \
+                and all(isinstance(w, str) and 0 < len(w) <= MAX_WORD for w in d["vocab"]):
+            tok = WordTokenizer(d["vocab"])
+        else:
+            raise ValueError("not a tokenizer mmdesc writes (kind sentencepiece with a model, or word with a vocab)")
+        if len(tok) <= len(SPECIALS):
+            raise ValueError(f"a vocabulary of {len(tok)} entries, not more than the {len(SPECIALS)} special ones")
+        specials = tok.vocab[: len(SPECIALS)] if kind == "word" else [tok.sp.id_to_piece(i) for i in range(len(SPECIALS))]
+        if list(specials) != list(SPECIALS):
+            raise ValueError(f"the vocabulary does not start with {', '.join(SPECIALS)}")
+        return tok
 
 
 class WordTokenizer(Tokenizer):

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from mmdesc import build, checkpoint
+from mmdesc import build, checkpoint, runfolder
 from mmdesc.data import (Batch, BucketSampler, Collate, Loaded, Pairs, load_all, loader, make_pairs, probe_all,
                          target_tensors, to_device)
 from mmdesc.errors import DataError, MmdescError
@@ -48,6 +48,7 @@ class Progress:
     stale: int = 0  # validations without improvement
     bad_steps: int = 0  # skipped non-finite steps, in total
     history: list = field(default_factory=list)
+    seconds: float = 0.0  # trained so far, over every resume (train.max_minutes counts these)
 
 
 def lr_lambda(schedule: str, warmup: int, max_steps: int) -> Callable[[int], float]:
@@ -89,6 +90,7 @@ class Trainer:
             from mmdesc.tokenize import Tokenizer
 
             meta = checkpoint.read_meta(last)
+            runfolder.reconcile(meta.get("recipe", {}), recipe, say)
             self.tokenizer = Tokenizer.from_dict(meta["tokenizer"])
             self.reader.load_state(meta.get("reader", {}))
         else:
@@ -96,12 +98,13 @@ class Trainer:
             self.tokenizer = build.build_tokenizer(recipe, train_ex)
         train_ex, ex_lengths = self._check("train", train_ex)
         pairs = make_pairs(train_ex, self.tokenizer, recipe.data.max_target_words)
-        self.lengths = [ex_lengths[i] * 1000 + len(y) for i, y in pairs]  # input length first, then target
+        by_target = self.cfg.bucket == "input+target"
+        self.lengths = [ex_lengths[i] * 1000 + (len(y) if by_target else 0) for i, y in pairs]  # sort keys
         self.dataset = Pairs(self.reader, train_ex, pairs, augment_seed=recipe.seed)
         self.collate = Collate(self.reader)
         valid_ex = build.read_split(recipe, "valid")[: self.cfg.valid_size]
         self.valid_data = self._load("valid", valid_ex)
-        self.model = build.build_model(recipe, self.reader, self.tokenizer).to(self.device)
+        self.model = build.build_model(recipe, self.reader, self.tokenizer, pretrained=last is None).to(self.device)
         self.model.decoder.fuse_attention(self.cfg.compile)
         self.objective = build.build_objective(recipe)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and p.requires_grad]
@@ -113,6 +116,8 @@ class Trainer:
         self.progress = Progress()
         if last is not None:
             self._restore(last)
+        if resume:  # the steps after the checkpoint are trained, and logged, again
+            runfolder.trim_log(self.out / "metrics.jsonl", self.progress.step)
         self._signal: int | None = None
         self._bad_run = 0  # consecutive non-finite losses
 
@@ -230,10 +235,14 @@ class Trainer:
         if state is None:
             raise MmdescError(f"{path}: has no training state to resume from")
         tensors, info = state
-        checkpoint.unpack_optimizer(self.opt, tensors, info["optimizer"])
-        self.sched.load_state_dict(info["scheduler"])
-        checkpoint.unpack_rng(tensors, info["rng"])
-        self.progress = Progress(**info["progress"])
+        try:
+            checkpoint.unpack_optimizer(self.opt, tensors, info["optimizer"])
+            self.sched.load_state_dict(info["scheduler"])
+            checkpoint.unpack_rng(tensors, info["rng"])
+            self.progress = Progress(**info["progress"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise MmdescError(f"{path}: its training state does not fit this run ({str(e)[:100]})") from None
+        runfolder.resume_lr(self.opt, self.sched, self.cfg.lr)
         self.say(f"resuming from {path} (step {self.progress.step})")
 
     # --- the loop -------------------------------------------------------------------
@@ -245,10 +254,14 @@ class Trainer:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
         cfg, p = self.cfg, self.progress
+        done = runfolder.finished(p, cfg)
+        if done:
+            self.say(done)
+            return {"best": p.best, "best_step": p.best_step, "steps": p.step, "stopped": "finished"}
         self.out.mkdir(parents=True, exist_ok=True)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
-        start, stop = time.monotonic(), None
+        start, stop = time.monotonic() - p.seconds, None  # the clock goes on over resumes
         self.say(f"training {self.recipe.modality} model: {sum(t.numel() for t in self.model.parameters()):,} "
                  f"parameters, {len(self.dataset):,} training pairs, vocabulary {len(self.tokenizer)}, "
                  f"device {self.device}")
@@ -288,7 +301,8 @@ class Trainer:
 
     def _after_step(self, log, start: float) -> str | None:
         cfg, p = self.cfg, self.progress
-        minutes = (time.monotonic() - start) / 60
+        p.seconds = time.monotonic() - start
+        minutes = p.seconds / 60
         out_of_time = cfg.max_minutes > 0 and minutes >= cfg.max_minutes
         finished = p.step >= cfg.max_steps or out_of_time
         if self._signal is not None:

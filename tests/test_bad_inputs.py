@@ -64,6 +64,13 @@ def test_every_bad_image_gets_a_result_or_one_clear_line(tiny_image_run, tiny_da
     (tmp_path / "folder.png").mkdir()
     cases["a folder named like an image"] = ("folder.png", None, "error")
     cases["missing file"] = ("missing.png", None, "error")
+    import os
+
+    os.mkfifo(tmp_path / "fifo.png")
+    cases["a FIFO named like an image"] = ("fifo.png", None, "error")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    cases["a link to /dev/zero"] = ("zero.png", None, "error")
+    got = {}
     for kind, (name, data, expected) in cases.items():
         if data is not None:
             (tmp_path / name).write_bytes(data)
@@ -72,30 +79,41 @@ def test_every_bad_image_gets_a_result_or_one_clear_line(tiny_image_run, tiny_da
         if expected == "ok":
             assert r.code == 0, f"{kind}: {r.err}"
             assert r.out.startswith(f"{tmp_path / name}\t") and r.out.split("\t")[1].strip(), kind
+            got[kind] = "described, exit 0"
         else:
             assert r.code == 2, f"{kind}: expected a clear error, got {r.out!r}"
             lines = [l for l in r.err.splitlines() if l.startswith("error:")]
             assert len(lines) == 1 and str(tmp_path / name) in lines[0], f"{kind}: {r.err!r}"
-    n_text = test_every_bad_text_line_gets_a_result_or_one_clear_line.kinds
-    print(f"\nbad-input corpus: {len(cases)} image kinds + {n_text} text kinds = {len(cases) + n_text} tried")
-    assert len(cases) + n_text >= 20
+            got[kind] = f"exit 2: {lines[0].split(': ', 2)[-1]}"
+    report("image", got)
+    assert len(cases) >= 20
+
+
+def report(what: str, got: dict) -> None:
+    """Print what each kind of bad input got (shown with pytest -s)."""
+    print(f"\nbad-input corpus, {what}: {len(got)} kinds tried")
+    for kind, outcome in got.items():
+        print(f"  {kind}: {outcome}")
 
 
 def test_every_bad_text_line_gets_a_result_or_one_clear_line(tiny_text_run):
+    got = {}
     for kind, (data, expected) in TEXT_CASES.items():
         r = mmdesc("translate", "-c", tiny_text_run, input=b"a red circle\n" + data + b"a blue star\n")
-        assert r.code == 0 and "Traceback" not in r.err, f"{kind}: {r.err}"
+        assert "Traceback" not in r.err, f"{kind}: {r.err}"
+        assert r.code == (2 if expected is None else 0), f"{kind}: {r.err}"  # a failed line fails the run
         lines = r.out.split("\n")
         assert len(lines) == 4 and lines[0] and lines[2], f"{kind}: {r.out!r}"  # neighbours untouched
         if expected is None:
             assert lines[1] == "" and "line 2" in r.err, f"{kind}: {r.err!r}"
+            got[kind] = f"empty output line, exit 2: {r.err.splitlines()[0].split('line 2: ')[-1]}"
         elif expected == "":
             assert lines[1] == "", kind
+            got[kind] = "empty output line, exit 0"
         else:
             assert lines[1], kind
-
-
-test_every_bad_text_line_gets_a_result_or_one_clear_line.kinds = len(TEXT_CASES)
+            got[kind] = "translated, exit 0" + (" (warning: truncated)" if "truncat" in r.err else "")
+    report("text", got)
 
 
 def test_describe_a_folder_with_bad_files_finishes_the_good_ones(tiny_image_run, tiny_data, tmp_path):

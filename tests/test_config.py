@@ -278,3 +278,86 @@ def test_checkpoint_recipes_from_before_the_loss_section_still_load(tmp_path):
     old = recipe_to_dict(r)
     old["decoder"]["ds_penalty"] = old.pop("loss")["ds_penalty"]
     assert recipe_from_dict(old).loss.ds_penalty == r.loss.ds_penalty == 0.1
+# --- hostile recipes, through `mmdesc train`: each refused fast, in bounded memory, one line per problem
+
+def alias_bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\nmodality: image\n"  # 9^10 values once expanded
+
+
+HOSTILE_RECIPES = {  # kind -> (recipe text, words the one error line must hold)
+    "alias bomb (billion laughs)": (alias_bomb(), "aliases expanded"),
+    "deeply nested flow sequence": ("a: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested more than 32"),
+    "deeply nested block mappings": ("".join("  " * i + f"k{i}:\n" for i in range(100)), "nested more than 32"),
+    "self-referencing alias": ("a: &a [*a]\n", "refers to the node that contains it"),
+    "50,000-key mapping": ("".join(f"k{i}: {i}\n" for i in range(50_000)), "values (aliases expanded)"),
+    "integer of 5000 digits": ("seed: " + "9" * 5000 + "\n", "thousands of digits"),
+    "recipe over 1 MB": ("name: '" + "x" * (1 << 20) + "'\n", "more than 1,048,576"),
+    "not UTF-8": ("name: \xff\n", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_RECIPES)
+def test_hostile_yaml_is_refused_fast_in_bounded_memory(kind, tmp_path):
+    import time
+    import tracemalloc
+
+    from conftest import mmdesc
+
+    text, expected = HOSTILE_RECIPES[kind]
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(text.encode("latin-1") if kind == "not UTF-8" else text.encode())
+    tracemalloc.start()
+    start = time.monotonic()
+    r = mmdesc("train", path, f"out={tmp_path / 'run'}")
+    seconds, peak = time.monotonic() - start, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert r.code == 2 and "Traceback" not in r.err, r.err
+    problems = [l for l in r.err.splitlines() if l.startswith("  - ")]
+    assert len(problems) == 1 and expected in problems[0] and len(problems[0]) < 200, r.err
+    assert seconds < 10 and peak < 64 << 20, (seconds, peak)  # an expanded bomb would take hours and GBs
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_bad_number_and_machine_problem_is_one_line_all_at_once(tmp_path):
+    from conftest import RECIPES, mmdesc
+
+    (tmp_path / "a-file").write_text("not a folder")
+    huge = "9" * 30
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tmp_path / 'nowhere'}",
+               "decoder.hidden=100000000", "decoder.emb=0", "train.lr=.nan", "train.lr=-1", "search.beam=1e400",
+               "tokenizer.vocab_size=3", f"train.batch_size={huge}", "seed=-1", "encoder.grid=1000",
+               "input.size=100000", "input.std=[0.2, 0, 0.2]", "train.device=cuda:99", "train.threads=100000",
+               f"out={tmp_path / 'a-file'}")
+    assert r.code == 2 and "Traceback" not in r.err
+    problems = [l[4:] for l in r.err.splitlines() if l.startswith("  - ")]
+    expected = ["decoder.hidden: must be in [1, 16384]", "decoder.emb: must be > 0", "train.lr: must be > 0",
+                "search.beam: expected a finite number", "tokenizer.vocab_size: must be in [5, 1000000]",
+                "train.batch_size: expected a finite number of magnitude at most 2^53", "seed: must be in [0, 4294967295]",
+                "encoder.grid: must be in [1, 64]", "input.size: must be in [1, 4096]", "input.std: must be > 0",
+                "train.device: cuda:99: this machine has", "train.threads: must be in [0, 1024]",
+                "is a file, not a run folder"]
+    for e in expected:
+        assert sum(e in p for p in problems) == 1, f"{e!r} not once in {problems}"
+    assert all(len(p) < 160 for p in problems) and huge not in r.err  # values shortened, never whole
+    assert not (tmp_path / "nowhere").exists()  # refused before any data was generated
+
+
+def test_out_empty_or_unwritable_is_refused_before_work(tmp_path):
+    from conftest import RECIPES, mmdesc
+
+    for out, expected in (("", "out: is empty"), ("/proc/mmdesc-run/x", "out: cannot write in '/proc'")):
+        r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tmp_path / 'nowhere'}", f"out={out}")
+        assert r.code == 2 and expected in r.err and "Traceback" not in r.err, r.err
+        assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_fifo_named_as_the_recipe_is_refused_not_waited_on(tmp_path):
+    import os
+
+    from conftest import mmdesc
+
+    os.mkfifo(tmp_path / "recipe.yaml")
+    r = mmdesc("train", tmp_path / "recipe.yaml")
+    assert r.code == 2 and "not a regular file" in r.err

@@ -213,3 +213,92 @@ def test_selection_knows_each_metric_direction():
     assert m.improved("wer", 80.0, None) and not m.improved("wer", float("nan"), None)
     with pytest.raises(KeyError, match="no 'cider_d' score"):
         m.selection_value(scores, "cider_d")
+
+
+# ------------------------------------------------------------------- objects
+
+CROSS = [{"shape": "cross", "colour": "green", "size": "large", "box": [10, 10, 30, 30]}]
+PAIR = [{"shape": "circle", "colour": "red", "size": "small", "box": [5, 20, 15, 30]},
+        {"shape": "square", "colour": "blue", "size": "large", "box": [35, 15, 60, 40]}]
+STACK = [{"shape": "square", "colour": "purple", "size": "small", "box": [20, 2, 36, 18]},
+         {"shape": "square", "colour": "yellow", "size": "small", "box": [22, 40, 38, 56]}]
+
+
+def scores(hyp: str, scene: list[dict]) -> dict:
+    from mmdesc.corpora.synth import VOCABULARY
+
+    return m.object_scores([hyp], [scene], VOCABULARY)
+
+
+def test_parse_objects_is_tolerant_of_broken_captions():
+    from mmdesc.corpora.synth import VOCABULARY
+
+    mentions, relations = m.parse_objects("cross and a large red cross to the left of", VOCABULARY)
+    assert mentions == [{"shape": "cross"}, {"shape": "cross", "size": "large", "colour": "red"}]
+    assert relations == []
+    mentions, relations = m.parse_objects("there is an orange star above a small blue circle and a red", VOCABULARY)
+    assert mentions == [{"colour": "orange", "shape": "star"}, {"size": "small", "colour": "blue", "shape": "circle"}]
+    assert relations == [(0, "above", 1)]
+
+
+def test_the_right_caption_scores_perfectly():
+    s = scores("a small red circle to the left of a large blue square", PAIR)
+    assert s["chair_i"] == s["chair_s"] == 0.0
+    assert s["count_accuracy"] == s["object_recall"] == s["attribute_accuracy"] == s["relation_accuracy"] == 100.0
+    assert (s["mentions_n"], s["relations_n"]) == (2, 1)
+
+
+def test_an_invented_duplicate_is_a_hallucination_and_a_miscount():
+    s = scores("a large green cross and a large green cross", CROSS)
+    assert s["chair_i"] == 50.0 and s["chair_s"] == 100.0
+    assert s["count_accuracy"] == 0.0 and s["object_recall"] == 100.0
+    assert s["attribute_accuracy"] == 100.0  # the one it matched is right
+
+
+def test_an_invented_shape_is_a_hallucination_and_a_wrong_shape():
+    s = scores("a red star", CROSS)
+    assert s["chair_i"] == 100.0 and s["chair_s"] == 100.0 and s["count_accuracy"] == 100.0
+    assert s["shape_accuracy"] == 0.0 and s["colour_accuracy"] == 0.0 and s["object_recall"] == 0.0
+
+
+def test_a_missing_object_is_a_miscount_not_a_hallucination():
+    s = scores("a small red circle", PAIR)
+    assert s["chair_i"] == s["chair_s"] == 0.0
+    assert s["count_accuracy"] == 0.0 and s["object_recall"] == 50.0
+
+
+def test_a_wrong_colour_is_an_attribute_error():
+    s = scores("a small red circle to the left of a large green square", PAIR)
+    assert s["chair_s"] == 0.0 and s["count_accuracy"] == 100.0
+    assert s["colour_accuracy"] == 50.0 and s["shape_accuracy"] == s["size_accuracy"] == 100.0
+    assert s["attribute_accuracy"] == pytest.approx(100 * 5 / 6)
+    assert s["relation_accuracy"] == 100.0
+
+
+def test_a_wrong_relation_is_caught_either_way_round():
+    assert scores("a purple square to the left of a yellow square", STACK)["relation_accuracy"] == 0.0
+    assert scores("a purple square above a yellow square", STACK)["relation_accuracy"] == 100.0
+    assert scores("a yellow square below a purple square", STACK)["relation_accuracy"] == 100.0
+    assert scores("a yellow square above a purple square", STACK)["relation_accuracy"] == 0.0
+    assert scores("a large blue square to the right of a small red circle", PAIR)["relation_accuracy"] == 100.0
+
+
+def test_object_scores_over_a_corpus_and_empty_captions():
+    from mmdesc.corpora.synth import VOCABULARY
+
+    s = m.object_scores(["a large green cross", "", "a small red circle and a large blue square and a red star"],
+                        [CROSS, CROSS, PAIR], VOCABULARY)
+    assert s["chair_s"] == pytest.approx(100 / 3) and s["chair_i"] == pytest.approx(100 / 4)
+    assert s["count_accuracy"] == pytest.approx(100 / 3) and s["mentions_n"] == 4
+    assert s["object_recall"] == pytest.approx(100 * 3 / 4)
+    with pytest.raises(ValueError):
+        m.object_scores(["a red star"], [], VOCABULARY)
+
+
+def test_object_scores_follow_any_vocabulary():
+    fruit = m.ObjectVocabulary(words={"fruit": ("apple", "pear"), "ripe": ("green", "ripe")}, head="fruit",
+                               relations={"next to": lambda a, b, boxes: abs(a[0] - b[0]) < 20})
+    scene = [{"fruit": "apple", "ripe": "ripe", "box": [0, 0, 5, 5]},
+             {"fruit": "pear", "ripe": "green", "box": [10, 0, 15, 5]}]
+    s = m.object_scores(["one green apple next to a green pear"], [scene], fruit)
+    assert s["ripe_accuracy"] == 50.0 and s["fruit_accuracy"] == 100.0 and s["relation_accuracy"] == 100.0

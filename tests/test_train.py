@@ -1,6 +1,6 @@
 """Training survives crashes: SIGKILL + resume is exact, SIGTERM checkpoints, NaN steps are skipped."""
+import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -30,25 +30,33 @@ def final_weights(out: Path) -> dict:
     return load_file(str(out / f"ckpt-{STEPS:07d}" / "model.safetensors"))
 
 
+KILL_AFTER = 4  # the checkpoint after which the run is killed: always mid-run, always resumed from
+
+
 def test_sigkill_then_resume_ends_with_identical_weights(tiny_data, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(train_cmd(tiny_data, straight), check=True, capture_output=True)
     proc = subprocess.Popen(train_cmd(tiny_data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not checkpoint.list_checkpoints(killed) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(random.Random().uniform(0, 0.4))  # somewhere after the first checkpoint
+    while not (killed / f"ckpt-{KILL_AFTER:07d}").exists():  # watch for the chosen checkpoint, then kill
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the chosen checkpoint"
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL or (killed / f"ckpt-{STEPS:07d}").exists()
+    assert proc.returncode == -signal.SIGKILL
+    at_kill = checkpoint.list_checkpoints(killed)
+    assert at_kill and at_kill[-1].name < f"ckpt-{STEPS:07d}"  # killed mid-run: there is something to resume
     resumed = subprocess.run(train_cmd(tiny_data, killed), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {at_kill[-1]}" in resumed.stderr
     a, b = final_weights(straight), final_weights(killed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     best_a = checkpoint.read_meta(straight / "best")["best"]
     assert best_a == checkpoint.read_meta(killed / "best")["best"]
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_sigterm_writes_a_loadable_checkpoint(tiny_data, tmp_path):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from mmdesc.config import MAX_SCENES, MAX_SEED
+
 
 @click.group("data")
 def command() -> None:
@@ -13,12 +15,15 @@ def command() -> None:
 
 @command.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--train", default=6000, show_default=True, help="Training scenes.")
-@click.option("--valid", default=300, show_default=True, help="Validation scenes.")
-@click.option("--test", default=500, show_default=True, help="Test scenes.")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--train", type=click.IntRange(1, MAX_SCENES), default=6000, show_default=True, help="Training scenes.")
+@click.option("--valid", type=click.IntRange(1, MAX_SCENES), default=300, show_default=True, help="Validation scenes.")
+@click.option("--test", type=click.IntRange(0, MAX_SCENES), default=500, show_default=True, help="Test scenes.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=1, show_default=True)
 @click.option("--modalities", default="", help="Comma-separated parts to write. [every registered modality]")
-def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: str) -> None:
+@click.option("--shift", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also write a test split (test_shift) of this many scenes drawn outside the training "
+                   "ranges (wider rotations, other styles and backgrounds), for the parts that have one.")
+def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: str, shift: int) -> None:
     """Write the synthetic multimodal corpus to OUT.
 
     Scenes of 1-3 coloured shapes with several English captions each, written in the form
@@ -26,6 +31,8 @@ def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: st
     with ground truth for its attention), and one scene manifest per split
     (scenes_SPLIT.jsonl) that joins the forms of each scene.
     """
+    import inspect
+
     from mmdesc.errors import ConfigError
     from mmdesc.modalities import MODALITIES
 
@@ -33,7 +40,12 @@ def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: st
     bad = [m for m in parts if m not in MODALITIES]
     if bad:
         raise ConfigError(f"--modalities: {', '.join(bad)} not among {{{', '.join(MODALITIES)}}}")
+    shifted = [m for m in parts if "shift" in inspect.signature(MODALITIES[m].synthesize).parameters] if shift else []
+    if shift and not shifted:
+        raise ConfigError(f"--shift: none of {', '.join(parts)} writes a shifted test split")
     for m in parts:
         click.echo(f"writing the {m} part to {out} ...", err=True)
-        MODALITIES[m].synthesize(Path(out), train, valid, test, seed)
-    click.echo(f"wrote {train}/{valid}/{test} scenes ({', '.join(parts)}) to {out}")
+        extra = {"shift": shift} if m in shifted else {}
+        MODALITIES[m].synthesize(Path(out), train, valid, test, seed, **extra)
+    more = f", {shift} shifted test scenes ({', '.join(shifted)})" if shifted else ""
+    click.echo(f"wrote {train}/{valid}/{test} scenes ({', '.join(parts)}){more} to {out}")

@@ -8,7 +8,7 @@ from pathlib import Path, PurePath
 
 import click
 
-from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
+from mmdesc.cli.common import draw, hypotheses_json, require_task, resolve_search, search_options, writable_dir
 
 
 def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list]:
@@ -81,13 +81,18 @@ def router(models: list, modalities) -> "callable":
               help="Write one PNG per input under this folder, named by the input's path: the input "
                    "and where the model looked for each word.")
 @click.option("--json", "as_json", is_flag=True, help="Print hypotheses, scores and attention as JSON.")
-def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one self-contained HTML page (no network needed): each input's sentence, where "
+                   "the model looked for each word (hover, click, play), the n-best list and statistics.")
+def command(files, checkpoints, search, device, attention_dir, as_json, html_path) -> None:
     """Describe FILES (images, videos, sound...; folders are searched for the kinds the
     checkpoints read) in natural language.
 
-    Prints one line per file as soon as its batch is decoded: the file, a tab, the
-    description. A file that cannot be read gets one line on stderr naming the problem; the
-    others are still described, the failures are listed at the end, and the exit code is 2.
+    Prints one line per file: the file, a tab, the description (a file name with a tab,
+    a newline or a backslash in it is printed with them escaped as \\t, \\n, \\\\). A
+    file that cannot be read gets one line on stderr naming the problem; the others are
+    still described, the failures are listed at the end, and the exit code is 2. An
+    attention picture never replaces an existing file: NAME-1.png is written instead.
     """
     from rich.progress import Progress
 
@@ -97,7 +102,10 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
     from mmdesc.modalities import MODALITIES
     from mmdesc.predict import describe
 
+    writable_dir(attention_dir, "--attention")
     models = [load_trained(c, device) for c in checkpoints]
+    for m in models:
+        require_task(m, reads_files=True)
     route_one, suffixes = router(models, MODALITIES)
     paths, failures = expand(files, suffixes)
     routes = {}
@@ -117,7 +125,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
         s = resolve_search(m.recipe.search, search)
         settings[id(m)] = (s, use_search(m, s))
     chunk = max(s.batch_size for s, _ in settings.values())
-    records, names = [], picture_names(paths)
+    records, groups, names = [], [], picture_names(paths)
     with Progress(transient=True, disable=not sys.stderr.isatty() or len(paths) < 2 * chunk) as bar:
         task = bar.add_task("describe", total=len(paths))
         for start in range(0, len(paths), chunk):
@@ -139,10 +147,16 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
                     failures.append(MediaError(p, f"no model for '{p.suffix}' files among the checkpoints given"))
                     click.echo(f"error: {failures[-1]}", err=True)
                 elif i in results:
-                    _emit(p, results[i], attention_dir and Path(attention_dir) / names[p], as_json, records, failures)
+                    picture = attention_dir and Path(attention_dir) / names[p]
+                    _emit(p, route(p), i + start, results[i], picture, html_path, groups, as_json, records, failures)
             bar.advance(task, len(part))
     if as_json:
         click.echo(json.dumps(records, indent=1))
+    if html_path:
+        from mmdesc.viz.html import write_report
+
+        write_report(html_path, f"mmdesc describe: {len(groups)} inputs", groups)
+        click.echo(f"wrote {html_path}", err=True)
     if failures:
         click.echo(f"{len(failures)} of {len(paths) + n_folders} files failed:", err=True)
         for e in failures:
@@ -150,18 +164,26 @@ def command(files, checkpoints, search, device, attention_dir, as_json) -> None:
         raise SystemExit(2)
 
 
-def _emit(p: Path, d: list, picture: Path | None, as_json: bool, records: list, failures: list) -> None:
-    """Print (or keep, for --json) one file's descriptions, and draw its picture."""
-    from mmdesc.errors import MediaError
+def _emit(p: Path, model, index: int, d: list, picture: Path | None, html_path, groups: list, as_json: bool,
+          records: list, failures: list) -> None:
+    """Print (or keep, for --json) one file's descriptions, draw its picture, add its HTML view."""
+    from mmdesc.errors import MediaError, one_line
 
     if picture:
         try:
-            draw(picture.parent, picture.name, d, str(p))
+            draw(picture.parent, picture.stem, d, str(p), model.modality)
         except (OSError, ValueError) as e:
             failures.append(MediaError(p, f"cannot draw attention ({e})"))
+    if html_path:
+        from mmdesc.viz import html
+
+        try:
+            groups.append(html.group(str(index), p.name, [html.model_view(model, str(p), d)]))
+        except (OSError, ValueError, MediaError) as e:
+            failures.append(MediaError(p, f"cannot show attention ({e})"))
     if as_json:
         records.append({"file": str(p), "hypotheses": hypotheses_json(d)})
     else:
         for h in d:
-            click.echo(f"{p}\t{h.text}" if len(d) == 1 else f"{p}\t{h.score:.3f}\t{h.text}", nl=True)
+            click.echo(f"{one_line(p)}\t{h.text}" if len(d) == 1 else f"{one_line(p)}\t{h.score:.3f}\t{h.text}")
     sys.stdout.flush()

@@ -6,19 +6,26 @@ import sys
 
 import click
 
-from mmdesc.cli.common import resolve_search, search_options
+from mmdesc.alignment import LABELS as ATTENTION_LABELS
+from mmdesc.cli.common import resolve_search, search_options, writable_file
 
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
           "align_precision": "alignment precision", "align_recall": "alignment recall",
           "wer": "WER (%)", "cer": "CER (%)", "substitutions": "substitutions", "deletions": "deletions",
           "insertions": "insertions", "time_alignment": "time alignment (% words)",
-          "backward_steps": "backward attention steps (%)"}
+          "backward_steps": "backward attention steps, reading the reference (%)",
+          "chair_i": "CHAIR-i (% named objects not there)", "chair_s": "CHAIR-s (% captions inventing one)",
+          "count_accuracy": "count accuracy (%)", "object_recall": "object recall (%)",
+          "attribute_accuracy": "attribute accuracy (%)", "shape_accuracy": "  shape", "colour_accuracy": "  colour",
+          "size_accuracy": "  size", "relation_accuracy": "relation accuracy (%)",
+          **{k: f"attention {v}" for k, v in ATTENTION_LABELS.items()}}
 
 
 @click.command("evaluate")
 @click.option("--checkpoint", "-c", required=True, help="Checkpoint or run folder.")
-@click.option("--split", type=click.Choice(["test", "valid", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "valid", "train", "test_shift"]), default="test", show_default=True,
+              help="test_shift: the test split drawn outside the training ranges, where the recipe names one.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N inputs.")
 @search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
@@ -28,12 +35,18 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
 
     Reports BLEU-1..4 and chrF (sacrebleu, with their signatures) and CIDEr-D; where the
     corpus has ground truth for attention, also the grounding of shape words in images
-    (% whose most attended cell lies in the object's box), the alignment error rate
-    of the attention for translation (argmax per target word, reading the reference), and
-    for inputs with word time spans (speech) the share of words whose attention's centre
-    of mass lies in the word's span and the share of steps where the attention moves back.
-    WER and CER (jiwer, against the first reference) come with their substitutions,
-    deletions and insertions.
+    (% whose most attended cell lies in the object's box) and the alignment error rate
+    of the attention for translation (argmax per target word, reading the reference),
+    and how the attention spreads: entropy, peak mass, coverage and, over sequences, the
+    share of backward steps and the mean jump (see mmdesc.alignment); where it knows the
+    objects of each input, also CHAIR-i/CHAIR-s (named objects that are not there), count
+    accuracy, object recall, attribute and relation accuracy; for inputs with word time
+    spans (speech), the share of words whose attention's centre of mass lies in the word's
+    span and the share of steps where it moves back, reading the reference. WER and CER
+    (jiwer, against the first reference) come with substitutions, deletions, insertions.
+
+    Inputs that cannot be read are skipped with a warning; the scores of the others are
+    printed and the exit code is 2 (no usable input at all: an error, nothing scored).
     """
     import time
 
@@ -45,11 +58,16 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
     from mmdesc.data import load_all
     from mmdesc.evaluate import score
 
+    from mmdesc.errors import DataError
+
+    writable_file(hypotheses, "--hypotheses")
     model = load_trained(checkpoint, device)
     examples = read_split(model.recipe, split)[:limit]
     loaded = load_all(model.reader, examples)
     for e in loaded.failures:
         click.echo(f"warning: skipped {e}", err=True)
+    if not loaded.items:
+        raise DataError(f"{split} split: none of its {len(examples)} inputs can be read; nothing to score")
     s = resolve_search(model.recipe.search, search)
     kwargs = {k: v for k, v in use_search(model, s).items() if k != "n_best"}
     start = time.perf_counter()
@@ -57,13 +75,15 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
         task = bar.add_task(f"evaluate {split}", total=len(loaded.items))
         result, hyps = score(model, loaded, batch_size=s.batch_size, progress=lambda n: bar.advance(task, n), **kwargs)
     seconds = time.perf_counter() - start
-    result.update({"split": split, "n": len(loaded.items), "beam": s.beam, "seconds": round(seconds, 2),
+    result.update({"split": split, "n": len(loaded.items), "skipped": len(loaded.failures),
+                   "beam": s.beam, "seconds": round(seconds, 2),
                    "items_per_second": round(len(loaded.items) / seconds, 1), "checkpoint": str(model.path)})
     if hypotheses:
         with open(hypotheses, "w", encoding="utf-8") as f:
             f.write("".join(h + "\n" for h in hyps))
     if as_json:
         click.echo(json.dumps(result, indent=1))
+        _fail_if_skipped(loaded, examples)
         return
     table = Table(title=f"{model.path} on {split} ({len(loaded.items)} inputs, beam {s.beam})")
     table.add_column("metric")
@@ -78,3 +98,11 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
         if key in result:
             console.print(f"{key.split('_')[0]}: {result[key]}", highlight=False)
     console.print(f"{result['items_per_second']} inputs/s ({seconds:.1f} s)", highlight=False)
+    _fail_if_skipped(loaded, examples)
+
+
+def _fail_if_skipped(loaded, examples) -> None:
+    if loaded.failures:
+        click.echo(f"{len(loaded.failures)} of {len(examples)} inputs could not be read and were not scored",
+                   err=True)
+        raise SystemExit(2)

@@ -20,18 +20,20 @@ def command(recipe: str, overrides: tuple[str, ...], fresh: bool, skip_bad: bool
 
     The synthetic corpus is generated on first use when the recipe asks for it. If the
     run folder (recipe key `out`) holds checkpoints, training resumes from the last one
-    exactly where it stopped; --fresh starts over. Ctrl-C or SIGTERM writes a checkpoint
-    and exits.
+    exactly where it stopped (train.lr, train.max_steps and train.max_minutes may change;
+    the model may not); a finished run is left as it is; --fresh starts over. Ctrl-C or
+    SIGTERM writes a checkpoint and exits. One training at a time per run folder: a second
+    one exits at once with code 75, naming the first one's PID.
     """
     from mmdesc.config import load_recipe
+
+    r = load_recipe(recipe, overrides + (("train.skip_bad=true",) if skip_bad else ()), training=True)
+    from mmdesc.runfolder import RunFolder  # torch: only once the recipe is known to be good
     from mmdesc.train import Trainer
 
-    r = load_recipe(recipe, overrides + (("train.skip_bad=true",) if skip_bad else ()))
-    if fresh:
-        import shutil
-        from pathlib import Path
-
-        for p in Path(r.out).glob("ckpt-*"):
-            shutil.rmtree(p)
-    result = Trainer(r, say=lambda m: click.echo(m, err=True), resume=not fresh).run()
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    with RunFolder(r.out, say=say) as folder:  # one trainer per run folder, from here to the end
+        if fresh:
+            folder.clear()
+        result = Trainer(r, say=say, resume=not fresh).run()
     click.echo(f"best {r.train.metric}: {result['best']:.2f} (step {result['best_step']}); model in {r.out}")

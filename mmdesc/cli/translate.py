@@ -10,7 +10,7 @@ from typing import Iterator
 
 import click
 
-from mmdesc.cli.common import draw, hypotheses_json, resolve_search, search_options
+from mmdesc.cli.common import draw, hypotheses_json, require_task, resolve_search, search_options, writable_dir
 
 
 def stdin_batches(stream, size: int) -> Iterator[list[str | bytes]]:
@@ -50,24 +50,27 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
 
     One output line per input line, in order; an empty line gives an empty line. Input
     is translated in batches as it arrives. Sentences longer than the model's limit are
-    truncated with a warning on stderr.
+    truncated with a warning on stderr. A line that cannot be read (not UTF-8, control
+    characters) gets an empty output line and one error line on stderr; every other line
+    is still translated, and the exit code is 2.
     """
     from mmdesc.build import load_trained, use_search
-    from mmdesc.errors import CheckpointError, MediaError
+    from mmdesc.errors import MediaError
     from mmdesc.predict import describe
 
+    writable_dir(attention_dir, "--attention")
     model = load_trained(checkpoint, device)
-    if model.modality != "text":
-        raise CheckpointError(f"{model.path}: this {model.modality} model cannot translate text; use `mmdesc describe`")
+    require_task(model, reads_files=False)
     s = resolve_search(model.recipe.search, search)
     kwargs = use_search(model, s)
     batches = [list(texts)] if texts else stdin_batches(sys.stdin.buffer, s.batch_size)
-    n = 0
+    n, failed = 0, 0
     for batch in batches:
         for i, t in enumerate(batch):
             if isinstance(t, bytes):
                 click.echo(f"error: line {n + i + 1}: not valid UTF-8 text", err=True)
                 batch[i] = ""
+                failed += 1
         live = [i for i, t in enumerate(batch) if t.strip()]
         items = []
         with warnings.catch_warnings(record=True) as caught:
@@ -78,6 +81,7 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
                 except MediaError as e:
                     click.echo(f"error: line {n + i + 1}: {e.reason}", err=True)
                     live.remove(i)
+                    failed += 1
         for w in caught:
             click.echo(f"warning: {w.message}", err=True)
         out = dict(zip(live, describe(model, items, batch_size=s.batch_size, **kwargs)))
@@ -92,6 +96,9 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
             else:
                 click.echo(d[0].text if d else "")
             if attention_dir and d:
-                draw(Path(attention_dir), f"{n + i + 1:05d}", d, line)
+                draw(Path(attention_dir), f"{n + i + 1:05d}", d, line, model.modality)
         sys.stdout.flush()
         n += len(batch)
+    if failed:
+        click.echo(f"{failed} of {n} lines failed", err=True)
+        raise SystemExit(2)

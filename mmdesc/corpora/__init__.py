@@ -16,7 +16,9 @@ class Example:
       ``regions``: ``{word: [region, ...]}`` - where a word's referent lives in the input
         (image: ``[x0, y0, x1, y1]`` pixels; video/speech: ``[start_s, end_s]``);
       ``alignment``: ``{"sure": [[i, j], ...], "possible": [[i, j], ...]}`` - source word i
-        is aligned to target word j (whitespace words, 0-based), ``possible`` ⊇ ``sure``.
+        is aligned to target word j (whitespace words, 0-based), ``possible`` ⊇ ``sure``;
+      ``objects``: the objects the input shows, ``[{"shape", "colour", "size", "box"}, ...]``
+        (box ``[x0, y0, x1, y1]`` pixels) - scored by ``metrics.object_scores``.
     """
 
     id: str

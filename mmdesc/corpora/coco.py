@@ -59,8 +59,10 @@ def _list(path: Path, doc: Any, key: str) -> list:
 def read_coco(captions_json: Path, images_dir: Path) -> list[Example]:
     """One Example per image of a COCO captions file, in the file's image order.
 
-    ``meta["regions"]`` maps each object's category word to its boxes ``[x0, y0, x1, y1]``
-    when the file has the synthetic corpus's ``objects`` list; ``meta`` is ``{}`` otherwise.
+    When the file has the synthetic corpus's ``objects`` list, ``meta["regions"]`` maps each
+    object's category word to its boxes ``[x0, y0, x1, y1]`` and ``meta["objects"]`` lists
+    the image's objects as ``{"shape": category, "colour", "size", ..., "box": [x0, y0, x1, y1]}``
+    (every other field of the object kept); ``meta`` is ``{}`` otherwise.
     """
     path = Path(captions_json)
     doc = _load_json(path)
@@ -75,6 +77,7 @@ def read_coco(captions_json: Path, images_dir: Path) -> list[Example]:
             raise DataError(f"{path}: annotations[{n}] refers to unknown image id {image_id!r}")
         caps[image_id].append(str(_field(path, ann, "caption", f"annotations[{n}]")).strip())
     regions: dict[Any, dict[str, list]] = {}
+    objects: dict[Any, list[dict]] = {}
     for n, obj in enumerate(doc.get("objects") or []):
         image_id = _field(path, obj, "image_id", f"objects[{n}]")
         bbox = _field(path, obj, "bbox", f"objects[{n}]")
@@ -83,11 +86,15 @@ def read_coco(captions_json: Path, images_dir: Path) -> list[Example]:
         x, y, w, h = bbox
         word = _field(path, obj, "category", f"objects[{n}]")
         regions.setdefault(image_id, {}).setdefault(word, []).append([x, y, x + w, y + h])
+        rest = {k: v for k, v in obj.items() if k not in ("image_id", "category", "bbox")}
+        objects.setdefault(image_id, []).append({"shape": word, **rest, "box": [x, y, x + w, y + h]})
     out = []
     for im in images:
         if not caps[im["id"]]:
             raise DataError(f"{path}: image {im['id']!r} ({im['file_name']}) has no captions")
-        meta = {"regions": regions.get(im["id"], {})} if "objects" in doc else {}
+        meta = {}
+        if "objects" in doc:
+            meta = {"regions": regions.get(im["id"], {}), "objects": objects.get(im["id"], [])}
         out.append(Example(str(im["id"]), str(Path(images_dir) / im["file_name"]), caps[im["id"]], meta))
     return out
 

@@ -24,7 +24,8 @@ Each modality is one module here that defines, with these exact names:
 ``bench_inputs(root: Path, n: int) -> list``
     ``n`` sources ``Reader.load`` accepts (files written under ``root``, or lines), for bench/.
 ``SUFFIXES``
-    file suffixes that ``describe`` routes to this modality (empty for text).
+    file suffixes that ``describe`` routes to this modality (empty for text: a modality
+    without suffixes reads lines of text, so ``translate`` takes it and ``describe`` does not).
 
 Optional, used where present:
 
@@ -38,6 +39,12 @@ Optional, used where present:
     several models claim the same suffix (an ``.mp4`` may hold video or only sound).
 ``backdrop(source, layout) -> PIL.Image | None``
     the picture that attention is drawn over (the image, key frames, a spectrogram).
+``ReaderConfig.problems()``, ``EncoderConfig.problems()`` (and any config's)
+    range checks of every number (``config.check_range``), so a recipe or a checkpoint from
+    elsewhere cannot ask for a model that does not fit in memory.
+``EncoderConfig.without_pretrained() -> EncoderConfig``
+    the same encoder without reading a pretrained-weights file: used when the weights come
+    from a checkpoint, so a trained checkpoint never needs the file it started from.
 
 Adding a modality is one module and one line in ``_MODULES``. Modules are imported on
 first use so that ``mmdesc --help`` stays light.

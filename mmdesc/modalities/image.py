@@ -24,7 +24,7 @@ import random
 import re
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmdesc.config import MAX_DIM, check_range
 from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError
@@ -53,6 +54,27 @@ class ReaderConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_pixels: int = 40_000_000
+    # Training-time augmentation (Reader.augment), all off by default. Nothing flips the image
+    # (that would swap "left of" for "right of") and nothing turns the hue (it names the colour).
+    # Turning the whole picture turns the relations too: a synthetic pair may lie 37.6 degrees
+    # off its axis (the grammar's 1.3:1 rule), 7 short of the diagonal, so keep augment_degrees <= 7.
+    augment_degrees: float = 0.0  # random rotation within +-degrees
+    augment_translate: float = 0.0  # random shift up to this share of the canvas, each axis
+    augment_scale: float = 0.0  # random zoom within 1 +- scale
+    augment_jitter: float = 0.0  # brightness, contrast and saturation within 1 +- jitter
+    augment_blur: float = 0.0  # chance of a Gaussian blur (sigma 0.2-1 px per 64 px)
+    augment_jpeg: float = 0.0  # chance of JPEG re-encoding at quality 30-90
+
+    def problems(self) -> list[str]:
+        strengths = ("augment_degrees", "augment_translate", "augment_scale", "augment_jitter")
+        found = [f"{n}: must be >= 0, got {getattr(self, n)}" for n in strengths if getattr(self, n) < 0]
+        found += [f"{n}: must be in [0, 1], got {getattr(self, n)}" for n in ("augment_blur", "augment_jpeg")
+                  if not 0 <= getattr(self, n) <= 1]
+        found += [f"{n}: must be < 1, got {getattr(self, n)}" for n in strengths[1:] if getattr(self, n) >= 1]
+        found += check_range(self, 1, 4096, "size") + check_range(self, 1, 10 ** 10, "max_pixels")
+        if not min(self.std) > 0:
+            found.append(f"std: must be > 0, got {list(self.std)}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,18 @@ class EncoderConfig:
     weights: str = ""
     finetune: Literal["all", "top", "none"] = "all"
     dropout: float = 0.0
+
+    def problems(self) -> list[str]:
+        found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
+        found += check_range(self, 0, MAX_DIM, "dim")
+        if not 0 <= self.dropout < 1:
+            found.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return found
+
+    def without_pretrained(self) -> "EncoderConfig":
+        """This encoder with random weights: its weights will come from a checkpoint, so the
+        pretrained-weights file it was trained from is not read (nor needed)."""
+        return replace(self, pretrained=False, weights="")
 
 
 @dataclass(frozen=True)
@@ -87,7 +121,9 @@ class Reader:
 
     def __init__(self, size: int = 64, resize: str = "squash",
                  mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), max_pixels: int = 40_000_000):
+                 std: Sequence[float] = (0.229, 0.224, 0.225), max_pixels: int = 40_000_000,
+                 augment_degrees: float = 0.0, augment_translate: float = 0.0, augment_scale: float = 0.0,
+                 augment_jitter: float = 0.0, augment_blur: float = 0.0, augment_jpeg: float = 0.0):
         if resize not in RESIZES:
             raise ValueError(f"resize: {resize!r} is not one of {{{', '.join(RESIZES)}}}")
         if size < 1:
@@ -97,6 +133,39 @@ class Reader:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.max_pixels = max_pixels
+        self.degrees, self.translate, self.scale = augment_degrees, augment_translate, augment_scale
+        self.jitter, self.blur, self.jpeg = augment_jitter, augment_blur, augment_jpeg
+
+    def augment(self, item: dict, rng: random.Random) -> dict:
+        """Training-time augmentation of a loaded item (the training data calls it, never
+        evaluation or ``describe``): random affine (rotation, shift, zoom; the uncovered
+        border grey), colour jitter (brightness, contrast, saturation, never hue), Gaussian
+        blur and JPEG re-encoding, each as configured, drawn from ``rng``, with torchvision's
+        transforms v2. Returns a new item with new ``pixels`` (uint8 (3, S, S)); the frame is
+        kept. With everything off, the item itself."""
+        if not (self.degrees or self.translate or self.scale or self.jitter or self.blur or self.jpeg):
+            return item
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        x, s = item["pixels"], self.size
+        if self.degrees or self.translate or self.scale:
+            shift = [round(rng.uniform(-self.translate, self.translate) * s) for _ in range(2)]
+            x = TF.affine(x, angle=rng.uniform(-self.degrees, self.degrees), translate=shift,
+                          scale=rng.uniform(1 - self.scale, 1 + self.scale), shear=[0.0, 0.0],
+                          interpolation=InterpolationMode.BILINEAR, fill=list(GREY))
+        if self.jitter:
+            j = self.jitter
+            x = TF.adjust_brightness(x, rng.uniform(1 - j, 1 + j))
+            x = TF.adjust_contrast(x, rng.uniform(1 - j, 1 + j))
+            x = TF.adjust_saturation(x, rng.uniform(1 - j, 1 + j))
+        if self.blur and rng.random() < self.blur:
+            sigma = rng.uniform(0.2, 1.0) * s / 64
+            k = 2 * math.ceil(3 * sigma) + 1
+            x = TF.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+        if self.jpeg and rng.random() < self.jpeg:
+            x = TF.jpeg(x, quality=rng.randint(30, 90))
+        return {**item, "pixels": x.contiguous()}
 
     def fit(self, examples: Sequence[Example]) -> None:
         """Nothing to learn from data."""
@@ -125,6 +194,8 @@ class Reader:
             raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
         if os.path.isdir(path):
             raise MediaError(path, "is a directory, not an image")
+        if not os.path.isfile(path):  # opening a FIFO would wait for a writer, a device never end
+            raise MediaError(path, "not a regular file (a FIFO, a device or a socket)")
         if nbytes == 0:
             raise MediaError(path, "empty file (0 bytes)")
 
@@ -390,6 +461,8 @@ def _torchvision_cached(backbone: str) -> str:
 
 def load_trunk_weights(trunk: nn.Module, path: str) -> None:
     """Load a state dict file into a trunk, strictly, ignoring the classifier's keys."""
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block, a device never end
+        raise ConfigError(f"encoder.weights: {path} is not a regular file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -509,15 +582,18 @@ def read_split(split: SplitConfig, root: Path) -> list[Example]:
 
 
 def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: int = 64,
-               progress: Callable[[int, int], None] | None = None) -> None:
+               progress: Callable[[int, int], None] | None = None, shift: int = 0) -> None:
     """The image part of the synthetic corpus: ``images/{scene id}.png`` and ``captions_{split}.json``
-    (COCO, with every object's box), the scene-manifest entries, then the completion marker."""
+    (COCO, with every object's box), the scene-manifest entries, then the completion marker.
+
+    ``shift`` > 0 adds a split ``test_shift`` of that many scenes drawn outside the training
+    ranges (``synth.RenderStyle.shifted()``), to measure generalisation beyond the renderer."""
     from mmdesc.corpora import coco, synth
 
     root = Path(root)
     synth.start_part(root, NAME)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    counts = {"train": train, "valid": valid, "test": test}
+    counts = {"train": train, "valid": valid, "test": test, **({synth.SHIFT_SPLIT: shift} if shift else {})}
     total, done = sum(counts.values()), 0
     for split, n in counts.items():
         scenes = synth.split_scenes(seed, split, n, size)
@@ -525,7 +601,7 @@ def synthesize(root: Path, train: int, valid: int, test: int, seed: int, size: i
         images, annotations, objects, entries = [], [], [], {}
         for k, scene in enumerate(scenes):
             name = f"{synth.scene_id(split, k)}.png"
-            synth.render(scene, paint).save(root / "images" / name, compress_level=6)
+            synth.render(scene, paint, synth.split_style(split)).save(root / "images" / name, compress_level=6)
             images.append({"id": k, "file_name": name, "width": scene.width, "height": scene.height})
             refs = synth.captions(scene)
             for cap in refs:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmdesc.config import MAX_DIM, MAX_VOCAB, check_range
 from mmdesc.contexts import ContextSet, TokenLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import MediaError
@@ -39,6 +40,9 @@ class ReaderConfig:
     model_type: Literal["unigram", "bpe"] = "unigram"
     max_len: int = 200
 
+    def problems(self) -> list[str]:
+        return check_range(self, 5, MAX_VOCAB, "vocab_size") + check_range(self, 1, 100_000, "max_len")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -47,6 +51,12 @@ class EncoderConfig:
     layers: int = 1
     rnn: Literal["gru", "lstm"] = "gru"
     dropout: float = 0.1
+
+    def problems(self) -> list[str]:
+        found = check_range(self, 1, MAX_DIM, "emb", "hidden") + check_range(self, 1, 16, "layers")
+        if not 0 <= self.dropout < 1:
+            found.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return found
 
 
 @dataclass(frozen=True)

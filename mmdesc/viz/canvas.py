@@ -50,6 +50,11 @@ def colormap_array(values: Any, name: str = "inferno") -> np.ndarray:
     return np.rint(rgb).astype(np.uint8)
 
 
+def colormap_anchors() -> dict[str, list[list[int]]]:
+    """The anchor colours of every map, for drawing the same maps elsewhere (the HTML report)."""
+    return {k: v.astype(int).tolist() for k, v in _MAPS.items()}
+
+
 def colormap(values: Any, name: str = "inferno") -> list[tuple[int, int, int]]:
     """One ``(r, g, b)`` per value in [0, 1] (flattened); maps: ``inferno``, ``blues``."""
     rgb = colormap_array(np.ravel(np.asarray(values, dtype=np.float64)), name)

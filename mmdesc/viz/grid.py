@@ -32,22 +32,32 @@ def _interp(knots: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.nd
     return i0, i1, w
 
 
+def cell_axes(layout: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the grid's columns and rows lie, as shares of the input's width and height.
+
+    Returns ``col_x`` (gw,) and ``row_y`` (gh,) increasing, with ``col_order`` and ``row_order``:
+    the cell columns/rows in that order (uneven grids are drawn where their cells are).
+    The PNG heatmap and the HTML report's heatmap both interpolate between these centres.
+    """
+    gh, gw = layout.grid
+    centres = np.array([layout.center(n) for n in range(len(layout))]).reshape(gh, gw, 2)  # (gh, gw, 2)
+    col_x = centres[..., 0].mean(axis=0) / layout.size[0]  # (gw,)
+    row_y = centres[..., 1].mean(axis=1) / layout.size[1]  # (gh,)
+    col_order, row_order = np.argsort(col_x), np.argsort(row_y)
+    return col_x[col_order], row_y[row_order], col_order, row_order
+
+
 def heatmap(layout: Any, values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Cell values (N,) -> a smooth (height, width) map over an image drawn at ``size``.
 
-    Bilinear interpolation between the cell centres taken from ``layout.boxes`` (the mean
-    centre of each grid column and row, so uneven grids are drawn where they are).
+    Bilinear interpolation between the cell centres of :func:`cell_axes`.
     """
     gh, gw = layout.grid
     width, height = size
-    sx, sy = width / layout.size[0], height / layout.size[1]
-    centres = np.array([layout.center(n) for n in range(len(layout))]).reshape(gh, gw, 2)  # (gh, gw, 2)
-    col_x = centres[..., 0].mean(axis=0) * sx  # (gw,)
-    row_y = centres[..., 1].mean(axis=1) * sy  # (gh,)
-    col_order, row_order = np.argsort(col_x), np.argsort(row_y)
+    col_x, row_y, col_order, row_order = cell_axes(layout)
     grid = values.reshape(gh, gw)[row_order][:, col_order]  # (gh, gw)
-    x0, x1, wx = _interp(col_x[col_order], np.arange(width) + 0.5)
-    y0, y1, wy = _interp(row_y[row_order], np.arange(height) + 0.5)
+    x0, x1, wx = _interp(col_x * width, np.arange(width) + 0.5)
+    y0, y1, wy = _interp(row_y * height, np.arange(height) + 0.5)
     across = grid[:, x0] * (1 - wx) + grid[:, x1] * wx  # (gh, width)
     return across[y0] * (1 - wy)[:, None] + across[y1] * wy[:, None]  # (height, width)
 
@@ -69,7 +79,9 @@ def _overlay(base: Image.Image, layout: Any, row: np.ndarray) -> Image.Image:
     return panel
 
 
-def _load(path: str) -> Image.Image:
+def load_image(path: str) -> Image.Image:
+    """The input image itself: what a grid's attention is drawn over when the modality
+    offers no ``backdrop``. Raises MediaError when it cannot be read."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -77,15 +89,35 @@ def _load(path: str) -> Image.Image:
         raise MediaError(path, f"cannot read image: {err}") from err
 
 
-def draw_grid(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
-              panel: int = PANEL, columns: int = COLUMNS) -> Path:
-    """Panels: the image, then one per word with its attention heatmap; a caption on top.
+def where(layout: Any, n: int) -> str:
+    """Position n in words: its grid row and column (1-based)."""
+    r, c = divmod(int(n), layout.grid[1])
+    return f"row {r + 1}, col {c + 1}"
 
+
+def view(layout: Any, source: str, backdrop: Image.Image | None) -> dict:
+    """What the HTML report needs to draw a grid's heatmaps: the picture and the cell geometry
+    (shares of the picture's width and height, as :func:`cell_axes` gives them)."""
+    picture = backdrop if backdrop is not None else load_image(source)
+    col_x, row_y, col_order, row_order = cell_axes(layout)
+    w, h = layout.size
+    boxes = [[round(x0 / w, 4), round(y0 / h, 4), round(x1 / w, 4), round(y1 / h, 4)]
+             for x0, y0, x1, y1 in layout.boxes]
+    return {"picture": picture, "grid": list(layout.grid), "blend": BLEND,
+            "col_x": [round(float(v), 4) for v in col_x], "row_y": [round(float(v), 4) for v in row_y],
+            "col_order": col_order.tolist(), "row_order": row_order.tolist(), "boxes": boxes}
+
+
+def draw_grid(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
+              backdrop: Image.Image | None = None, panel: int = PANEL, columns: int = COLUMNS) -> Path:
+    """Panels: the picture, then one per word with its attention heatmap; a caption on top.
+
+    The picture is ``backdrop`` (the modality's), else the image at ``source``.
     alpha: (T_words, N) with N >= len(layout); extra rows/columns are ignored.
-    Raises MediaError when ``source`` is not a readable image.
+    Raises MediaError when there is no backdrop and ``source`` is not a readable image.
     """
     a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))
-    image = _load(source)
+    image = backdrop.convert("RGB") if backdrop is not None else load_image(source)
     scale = panel / max(image.size)
     pw, ph = max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))
     base = image.resize((pw, ph), Image.Resampling.BICUBIC)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from mmdesc.viz import canvas as cv
 
@@ -13,6 +14,7 @@ AXIS_W = 640  # width of the time axis, px
 BAND = 22     # height of one word's strip, px
 GAP = 6       # between strips, px
 TRACK = (244, 244, 244)
+BACKDROP_H = 72  # height of the backdrop (frame strip, spectrogram) above the strips, px
 
 
 def nice_step(span: float, target: int = 8) -> float:
@@ -32,16 +34,43 @@ def _tick_label(t: float, step: float) -> str:
     return f"{t:.{decimals}f}"
 
 
-def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path) -> Path:
+def duration_of(layout: Any) -> float:
+    """The time axis's length in seconds: the layout's duration, else its last segment's end."""
+    spans = np.array(layout.spans, dtype=np.float64).reshape(-1, 2)  # (N, 2)
+    duration = float(layout.duration) if layout.duration > 0 else float(spans.max(initial=0.0))
+    return duration if duration > 0 else 1.0
+
+
+def where(layout: Any, n: int) -> str:
+    """Position n in words: its time span."""
+    s, e = layout.spans[int(n)]
+    return f"{s:.2f}\u2013{e:.2f} s"
+
+
+def view(layout: Any, source: str, backdrop: Image.Image | None) -> dict:
+    """What the HTML report needs to draw attention over time: the segments as shares of the
+    duration, the duration, its ticks, and the backdrop picture when the modality has one."""
+    duration = duration_of(layout)
+    step = nice_step(duration)
+    ticks = [round(k * step, 6) for k in range(int(math.floor(duration / step + 1e-9)) + 1)]
+    return {"picture": backdrop, "duration": duration, "ticks": ticks,
+            "tick_labels": [_tick_label(t, step) for t in ticks],
+            "spans": [[round(s / duration, 5), round(e / duration, 5)] for s, e in layout.spans]}
+
+
+def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
+              backdrop: Image.Image | None = None) -> Path:
     """A strip per word over [0, duration]; each segment shaded by its attention.
 
     Shading is normalised per word (the word's peak is darkest) and the peak segment is
-    framed. ``source`` (a media path) only names the picture. alpha: (T_words, N).
+    framed. ``backdrop`` (the modality's picture of the input over time: key frames, a
+    spectrogram) is drawn above the strips on the same time axis when given.
+    ``source`` (a media path) only names the picture. alpha: (T_words, N).
     """
     a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))  # (T_words, N)
     spans = np.array(layout.spans, dtype=np.float64).reshape(-1, 2)  # (N, 2)
-    duration = float(layout.duration) if layout.duration > 0 else float(spans.max(initial=0.0))
-    duration = duration if duration > 0 else 1.0
+    duration = duration_of(layout)
+    top_h = BACKDROP_H + GAP if backdrop is not None else 0
     label_font, small, title_font = cv.font(14), cv.font(11), cv.font(15, bold=True)
     draw = cv.measure()
 
@@ -53,15 +82,18 @@ def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
     head_h = (len(title) * cv.line_height(title_font) + len(sub_lines) * cv.line_height(small) + 10)
     bands_h = len(words) * (BAND + GAP)
     axis_h = 8 + cv.line_height(small) + 4 + cv.line_height(small)
-    height = 2 * cv.MARGIN + head_h + bands_h + axis_h
+    height = 2 * cv.MARGIN + head_h + top_h + bands_h + axis_h
 
     page, draw, y = cv.page(width, height, title, title_font)
     for line in sub_lines:
         cv.draw_text(draw, (cv.MARGIN, y), line, small, fill=cv.MUTED)
         y += cv.line_height(small)
 
-    x0, top = cv.MARGIN + row_w, cv.MARGIN + head_h
+    x0, top = cv.MARGIN + row_w, cv.MARGIN + head_h + top_h
     px = AXIS_W / duration  # pixels per second
+    if backdrop is not None:
+        strip = backdrop.convert("RGB").resize((AXIS_W, BACKDROP_H), Image.Resampling.BICUBIC)
+        page.paste(strip, (x0, top - top_h))
 
     def xpos(t: float) -> float:
         return x0 + min(max(t, 0.0), duration) * px

@@ -38,11 +38,36 @@ def source_labels(layout: Any, n_columns: int) -> list[str]:
     raise ValueError(f"alpha has {n_columns} columns for {len(tokens)} tokens ({n_words} words)")
 
 
-def draw_tokens(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path) -> Path:
+def where(layout: Any, n: int) -> str:
+    """Position n in words: the source token."""
+    return _piece_label(layout.tokens[int(n)], False)
+
+
+def view(layout: Any, source: str, backdrop: Any = None) -> dict:
+    """What the HTML report needs to highlight the source: its tokens as labels (a "·" before a
+    piece that continues a word) and each token's word index."""
+    return {"picture": None, "labels": source_labels(layout, len(layout)), "words": list(layout.words)}
+
+
+def link_keys(layout: Any, alpha: np.ndarray) -> list[str]:
+    """For each output word (row of ``alpha`` (W, N)), the source word its attention peaks on:
+    what links a word of a translation to the same word in views of other inputs."""
+    words: dict[int, str] = {}
+    for piece, w in zip(layout.tokens, layout.words):
+        words[w] = words.get(w, "") + piece
+    clean = {w: text.replace("\u2581", "") for w, text in words.items()}
+    if not len(alpha):
+        return []
+    return [clean[layout.words[int(n)]] for n in np.argmax(alpha[:, :len(layout)], axis=1)]
+
+
+def draw_tokens(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
+                backdrop: Any = None) -> Path:
     """Rows: output words; columns: ``layout.tokens`` (or source words, see ``source_labels``).
 
     Cells are shaded by the raw attention weight (0 white, 1 dark blue) so rows compare;
     the source sentence is the title. alpha: (T_words, N); extra rows/columns are ignored.
+    A text has no backdrop (``backdrop`` is accepted and ignored).
     """
     a = cv.as_matrix(alpha)
     columns = source_labels(layout, a.shape[1])

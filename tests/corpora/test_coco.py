@@ -26,8 +26,10 @@ def test_round_trip(tmp_path):
     assert [e.id for e in ex] == ["7", "3"]
     assert ex[0].source == str(tmp_path / "img" / "a.png")
     assert ex[0].references == ["x y"] and ex[1].references == ["a red star", "a star"]
-    assert ex[0].meta == {"regions": {"star": [[1, 2, 6, 8], [10, 2, 13, 6]]}}
-    assert ex[1].meta == {"regions": {"cross": [[0, 0, 9, 8]]}}
+    assert ex[0].meta["regions"] == {"star": [[1, 2, 6, 8], [10, 2, 13, 6]]}
+    assert ex[1].meta["regions"] == {"cross": [[0, 0, 9, 8]]}
+    assert ex[0].meta["objects"] == [{"shape": "star", "colour": "red", "size": "small", "box": [1, 2, 6, 8]},
+                                     {"shape": "star", "colour": "blue", "size": "large", "box": [10, 2, 13, 6]}]
 
 
 def test_synthetic_corpus_reads_back(tmp_path):
@@ -41,6 +43,7 @@ def test_synthetic_corpus_reads_back(tmp_path):
         for o in scene.objects:
             boxes.setdefault(o.shape, []).append(list(o.box))
         assert e.meta["regions"] == boxes
+        assert e.meta["objects"] == synth.object_truth(scene)
 
 
 def test_real_coco_without_objects_has_no_meta(tmp_path):

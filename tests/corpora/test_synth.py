@@ -1,12 +1,18 @@
 """Properties of the synthetic corpus: determinism, grammar coverage, ground truth."""
 from __future__ import annotations
 
+import colorsys
+import dataclasses
+import itertools
 import json
 import random
 
+import numpy as np
 import pytest
 
+from conftest import mmdesc
 from mmdesc.corpora import synth
+from mmdesc.corpora.coco import read_coco
 from mmdesc.corpora.parallel import read_parallel
 from mmdesc.modalities.image import synthesize as write_image_corpus
 from mmdesc.modalities.text import synthesize as write_text_corpus
@@ -54,14 +60,16 @@ def test_captions_are_plain_and_the_first_follows_the_scene():
             assert c == c.lower() and c == " ".join(c.split()) and c.replace(" ", "").isalpha()
         objs, first = s.objects, caps[0]
         assert first.startswith(objs[0].phrase())
+        centres = [synth.centre(o.box) for o in objs]
         if len(objs) == 2:
+            (ax, ay), (bx, by) = centres
             a, b = objs
-            if abs(a.cx - b.cx) >= abs(a.cy - b.cy):
-                assert a.cx < b.cx and first == f"{a.phrase()} to the left of {b.phrase()}"
+            if abs(ax - bx) >= abs(ay - by):
+                assert ax < bx and first == f"{a.phrase()} to the left of {b.phrase()}"
             else:
-                assert a.cy < b.cy and first == f"{a.phrase()} above {b.phrase()}"
+                assert ay < by and first == f"{a.phrase()} above {b.phrase()}"
         if len(objs) == 3:
-            assert [o.cx for o in objs] == sorted(o.cx for o in objs)
+            assert [x for x, _ in centres] == sorted(x for x, _ in centres)
             assert first == f"{objs[0].phrase()} to the left of {objs[1].phrase()} and {objs[2].phrase()}"
 
 
@@ -80,6 +88,35 @@ def test_every_caption_translates_with_a_consistent_alignment():
             assert unsure_en <= {"the"} and unsure_fr <= {"il"}
 
 
+def _article_is_right(words: list[str]) -> bool:
+    return all(w == ("an" if nxt[0] in "aeiou" else "a") for w, nxt in zip(words, words[1:]) if w in ("a", "an"))
+
+
+def test_every_noun_phrase_has_the_right_article():
+    for shape, colour, size in itertools.product(synth.SHAPES, synth.COLOURS, synth.SIZES):
+        o = synth.SceneObject(shape, colour, size, 5.0, 5.0, 4.0, 0.0, (3, 3, 7, 7))
+        for phrase in (o.phrase(), o.phrase(with_size=False)):
+            assert _article_is_right(phrase.split()), phrase
+    assert synth.SceneObject("circle", "orange", "small", 5, 5, 4, 0, (3, 3, 7, 7)).phrase(False) == "an orange circle"
+
+
+def test_captions_use_the_right_article_and_verb():
+    """Sampled captions of both styles: "a"/"an" fit the next word, and "there is"/"there are"
+    agree with what follows (two or more things joined by "and" with no relation before it)."""
+    seen = set()
+    for s in scenes(1500, seed=12) + synth.split_scenes(12, synth.SHIFT_SPLIT, 300):
+        for c in synth.captions(s):
+            words = c.split()
+            assert _article_is_right(words), c
+            seen.update(w for w in words if w in ("a", "an", "is", "are"))
+            if words[0] == "there":
+                rest = " ".join(words[2:])
+                joined = " and " in rest
+                related = any(r in rest.split(" and ")[0] for r in synth.RELATIONS)
+                assert words[1] == ("are" if joined and not related else "is"), c
+    assert seen == {"a", "an", "is", "are"}
+
+
 @pytest.mark.parametrize("en, fr", [
     ("a small red circle to the left of a large blue square",
      "un petit cercle rouge à gauche d'un grand carré bleu"),
@@ -90,7 +127,8 @@ def test_every_caption_translates_with_a_consistent_alignment():
      "un petit carré bleu à droite d'une grande étoile jaune"),
     ("a large orange triangle below a small purple cross",
      "un grand triangle orange en dessous d'une petite croix violette"),
-    ("there is a blue star and a green cross", "il y a une étoile bleue et une croix verte"),
+    ("there are a blue star and a green cross", "il y a une étoile bleue et une croix verte"),
+    ("an orange circle above a small orange star", "un cercle orange au-dessus d'une petite étoile orange"),
     ("a red star to the left of a purple square and a large green circle",
      "une étoile rouge à gauche d'un carré violet et un grand cercle vert"),
 ])
@@ -109,7 +147,10 @@ def test_relation_alignment():
 
 
 @pytest.mark.parametrize("bad", ["", "a big red circle", "the red circle", "a red circle to the left",
-                                 "there is", "a red circle and", "a red red circle", "a red circle a blue star"])
+                                 "there is", "a red circle and", "a red red circle", "a red circle a blue star",
+                                 "a orange circle", "an red circle", "a small red star above a orange cross",
+                                 "there is a red star and a blue circle", "there are a red star",
+                                 "there are a red star to the left of a blue circle"])
 def test_translate_rejects_what_it_cannot_parse(bad):
     with pytest.raises(ValueError):
         synth.translate_fr(bad)
@@ -119,15 +160,82 @@ def test_pharaoh_marks_possible_only_links():
     assert synth.pharaoh({"sure": [[1, 0]], "possible": [[0, 0], [1, 0]]}) == "0?0 1-0"
 
 
+def _hue(rgb) -> float:
+    return colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
+
+
+def _named(rgb) -> str:
+    """The colour word whose hue lies nearest."""
+    def dist(name):
+        d = abs(_hue(rgb) - _hue(synth.COLOUR_RGB[name]))
+        return min(d, 1 - d)
+    return min(synth.COLOUR_RGB, key=dist)
+
+
 def test_render_size_and_colour_at_the_centre():
+    solid = dataclasses.replace(synth.RenderStyle.train(), fills=(("solid", 1.0),), shadow=0.0)
     rng = random.Random(2)
     for s in scenes(60, size=(72, 56)):
-        img = synth.render(s, rng)
+        img = synth.render(s, rng, solid)
         assert img.size == (72, 56) and img.mode == "RGB"
         for o in s.objects:
             if o.shape in ("circle", "square") and o.size == "large":
                 px = img.getpixel((int(o.cx), int(o.cy)))
                 assert max(abs(a - b) for a, b in zip(px, synth.COLOUR_RGB[o.colour])) < 70
+
+
+@pytest.mark.parametrize("style", ["train", "shifted"])
+@pytest.mark.parametrize("fill", synth.FILLS)
+def test_every_fill_keeps_the_colour_name_inside_the_box(style, fill):
+    base = getattr(synth.RenderStyle, style)()
+    look = dataclasses.replace(base, fills=((fill, 1.0),))
+    rng, paint = random.Random(f"{style}{fill}"), random.Random(1)
+    for _ in range(25):
+        s = synth.sample_scene(rng, 64, base)
+        a = np.asarray(synth.render(s, paint, look), np.int32)
+        for o in s.objects:
+            x0, y0, x1, y1 = o.box
+            px = a[y0:y1, x0:x1].reshape(-1, 3)  # (h, w, 3) -> (h*w, 3)
+            chroma = px.max(1) - px.min(1)
+            assert np.percentile(chroma, 90) >= 30, (o, fill)  # the object stands out in colour
+            vivid = px[chroma >= np.percentile(chroma, 80)]
+            assert _named(np.median(vivid, 0)) == o.colour, (o, fill, np.median(vivid, 0))
+
+
+def test_shifted_style_lies_outside_the_training_ranges():
+    train, shift = synth.RenderStyle.train(), synth.RenderStyle.shifted()
+    assert shift.rotation[0] >= train.rotation[1]
+    for size in synth.SIZES:
+        (lo, hi), (slo, shi) = dict(train.across)[size], dict(shift.across)[size]
+        assert shi <= lo or slo >= hi
+    assert not {k for k, _ in shift.backgrounds} <= {k for k, _ in train.backgrounds}
+    assert not {k for k, _ in shift.fills} <= {k for k, _ in train.fills}
+    assert shift.noise[0] >= train.noise[1] and shift.jpeg_quality[1] <= train.jpeg_quality[0]
+    gaps, borders = [], 0
+    for s in synth.split_scenes(4, synth.SHIFT_SPLIT, 150):
+        boxes = [o.box for o in s.objects]
+        borders += any(b[0] <= 2 or b[1] <= 2 or b[2] >= 62 or b[3] >= 62 for b in boxes)
+        gaps += [max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3]) for i, a in enumerate(boxes) for b in boxes[i + 1:]]
+        for o in s.objects:
+            if o.shape != "circle":
+                assert 25 <= abs(o.angle) <= 45
+    assert sum(g <= 2 for g in gaps) >= len(gaps) // 4 and borders >= 50  # nearly touching, at the border
+    with pytest.raises(ValueError, match="fills: plaid"):
+        synth.RenderStyle(fills=(("plaid", 1.0),))
+
+
+def test_shift_split_through_the_cli(tmp_path):
+    r = mmdesc("data", "synth", tmp_path, "--train", 3, "--valid", 2, "--test", 2, "--shift", 4,
+               "--modalities", "image")
+    assert r.code == 0, r.err
+    assert "4 shifted test scenes" in r.out
+    (ex, *_), n = read_coco(tmp_path / "captions_test_shift.json", tmp_path / "images"), 4
+    assert len(list((tmp_path / "images").glob("test_shift_*.png"))) == n
+    assert ex.references == synth.captions(synth.split_scenes(1, synth.SHIFT_SPLIT, 1)[0])
+    assert ex.meta["objects"] == synth.object_truth(synth.split_scenes(1, synth.SHIFT_SPLIT, 1)[0])
+    r = mmdesc("data", "synth", tmp_path / "t", "--train", 2, "--valid", 1, "--test", 1, "--shift", 4,
+               "--modalities", "text")
+    assert r.code != 0 and "--shift" in r.err and "Traceback" not in r.err
 
 
 def test_image_corpus_is_deterministic_and_complete(tmp_path):

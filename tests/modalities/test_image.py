@@ -314,3 +314,46 @@ def test_efficientnet_lite0_loads_strictly_and_recognises_a_crossword(lite0_file
     probs = logits.softmax(-1)[0]
     categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     assert categories[int(probs.argmax())] == "crossword puzzle" and probs.max() > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Training-time augmentation
+
+
+def _scene_png(tmp_path) -> str:
+    from mmdesc.corpora import synth
+
+    rng = random.Random(4)
+    path = tmp_path / "scene.png"
+    synth.render(synth.sample_scene(rng, 48), rng).save(path)
+    return str(path)
+
+
+def test_augmentation_is_off_by_default(tmp_path):
+    reader = Reader(size=48)
+    item = reader.load(_scene_png(tmp_path))
+    assert reader.augment(item, random.Random(0)) is item
+
+
+@pytest.mark.parametrize("option", [{"augment_degrees": 15.0}, {"augment_translate": 0.1},
+                                    {"augment_scale": 0.15}, {"augment_jitter": 0.3},
+                                    {"augment_blur": 1.0}, {"augment_jpeg": 1.0}])
+def test_each_augmentation_changes_pixels_reproducibly(tmp_path, option):
+    reader = Reader(size=48, **option)
+    item = reader.load(_scene_png(tmp_path))
+    before = item["pixels"].clone()
+    outs = [reader.augment(item, random.Random(seed))["pixels"] for seed in (1, 1, 2)]
+    assert torch.equal(item["pixels"], before)  # the cached item is not touched
+    for out in outs:
+        assert out.shape == before.shape and out.dtype == torch.uint8
+        assert (out.int() - before.int()).abs().sum() > 0
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+    assert reader.augment(item, random.Random(1))["frame"] == item["frame"]
+
+
+def test_augmentation_options_are_checked():
+    from mmdesc.modalities.image import ReaderConfig
+
+    cfg = ReaderConfig(augment_blur=1.5, augment_jitter=-0.1, augment_scale=1.0)
+    assert cfg.problems() == ["augment_jitter: must be >= 0, got -0.1", "augment_blur: must be in [0, 1], got 1.5",
+                              "augment_scale: must be < 1, got 1.0"]

@@ -109,3 +109,30 @@ def test_colormap_ends():
     assert colormap([0.0, 1.0], "blues")[0] == (255, 255, 255)
     with pytest.raises(ValueError, match="inferno"):
         colormap([0.5], "jet")
+
+
+def test_a_modalitys_backdrop_is_what_the_attention_is_drawn_over(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from mmdesc import modalities
+    from mmdesc.viz import backdrop_for
+
+    seen = []
+    fake = types.ModuleType("fake_modality")
+    fake.backdrop = lambda source, layout: seen.append(source) or Image.new("RGB", (40, 10), (0, 200, 0))
+    monkeypatch.setitem(sys.modules, "fake_modality", fake)
+    monkeypatch.setitem(modalities._MODULES, "fake", "fake_modality")
+    layout = TimeLayout(spans=((0.0, 0.5), (0.5, 1.0)), duration=1.0)
+    picture = backdrop_for("fake", "clip.mp4", layout)
+    assert seen == ["clip.mp4"] and picture.size == (40, 10)
+    alpha = np.array([[0.3, 0.7]])
+    plain = draw_attention(layout, "clip.mp4", ["a"], alpha, tmp_path / "plain.png")
+    over = draw_attention(layout, "clip.mp4", ["a"], alpha, tmp_path / "over.png", backdrop=picture)
+    with Image.open(plain) as a, Image.open(over) as b:
+        assert b.height > a.height
+        assert (0, 200, 0) in {px for _, px in b.getcolors(1 << 16)}  # the backdrop's green is drawn
+    assert backdrop_for("text", "a line", layout) is None and backdrop_for(None, "x", layout) is None
+    grid = GridLayout.regular((1, 2), (40, 10))
+    out = draw_attention(grid, "no such file", ["a"], alpha, tmp_path / "g.png", backdrop=picture)
+    assert out.exists()  # a backdrop means the source file is not read
