@@ -39,7 +39,17 @@ def ensure_data(recipe, say: Callable[[str], None] = print) -> None:
         return
     say(f"generating the synthetic {recipe.modality} corpus in {root} "
         f"({synth.train}/{synth.valid}/{synth.test} scenes) ...")
-    modality(recipe).synthesize(root, synth.train, synth.valid, synth.test, synth.seed)
+    write_part(modality(recipe), root, synth.train, synth.valid, synth.test, synth.seed, synth.shift)
+
+
+def write_part(module, root: Path, train: int, valid: int, test: int, seed: int, shift: int = 0) -> bool:
+    """``module.synthesize`` with a shifted test split where the modality writes one; returns
+    whether it did."""
+    import inspect
+
+    shifted = shift > 0 and "shift" in inspect.signature(module.synthesize).parameters
+    module.synthesize(root, train, valid, test, seed, **({"shift": shift} if shifted else {}))
+    return shifted
 
 
 def check_data(recipe) -> None:
@@ -59,7 +69,7 @@ def _split_problems(recipe, split: str) -> list[str]:
     root, cfg, problems = Path(recipe.data.root), getattr(recipe.data, split, None), []
     for f in fields(cfg) if cfg is not None else ():
         value = getattr(cfg, f.name)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and f.metadata.get("path", True):
             p = root / value
             if not p.exists():
                 problems.append(f"data.{split}.{f.name}: {p} does not exist")

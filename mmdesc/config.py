@@ -97,10 +97,11 @@ class SynthConfig:
     valid: int = 300
     test: int = 500
     seed: int = 1
+    shift: int = 0  # > 0: also a test_shift split drawn outside the training ranges (where a modality has one)
 
     def problems(self) -> list[str]:
         found = _positive(self, "train", "valid") + _non_negative(self, "test")
-        return found + check_range(self, 0, MAX_SCENES, "train", "valid", "test") + \
+        return found + check_range(self, 0, MAX_SCENES, "train", "valid", "test", "shift") + \
             check_range(self, 0, MAX_SEED, "seed")
 
 

@@ -40,12 +40,14 @@ def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: st
     bad = [m for m in parts if m not in MODALITIES]
     if bad:
         raise ConfigError(f"--modalities: {', '.join(bad)} not among {{{', '.join(MODALITIES)}}}")
-    shifted = [m for m in parts if "shift" in inspect.signature(MODALITIES[m].synthesize).parameters] if shift else []
-    if shift and not shifted:
-        raise ConfigError(f"--shift: none of {', '.join(parts)} writes a shifted test split")
+    from mmdesc.build import write_part
+
+    shifted = []
     for m in parts:
         click.echo(f"writing the {m} part to {out} ...", err=True)
-        extra = {"shift": shift} if m in shifted else {}
-        MODALITIES[m].synthesize(Path(out), train, valid, test, seed, **extra)
+        if write_part(MODALITIES[m], Path(out), train, valid, test, seed, shift):
+            shifted.append(m)
+    if shift and not shifted:
+        raise ConfigError(f"--shift: none of {', '.join(parts)} writes a shifted test split")
     more = f", {shift} shifted test scenes ({', '.join(shifted)})" if shifted else ""
     click.echo(f"wrote {train}/{valid}/{test} scenes ({', '.join(parts)}){more} to {out}")

@@ -23,6 +23,7 @@ LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLE
 
 
 @click.command("evaluate")
+@click.argument("data_overrides", nargs=-1, metavar="[data.KEY=VALUE]...")
 @click.option("--checkpoint", "-c", required=True, help="Checkpoint or run folder.")
 @click.option("--split", type=click.Choice(["test", "valid", "train", "test_shift"]), default="test", show_default=True,
               help="test_shift: the test split drawn outside the training ranges, where the recipe names one.")
@@ -30,8 +31,12 @@ LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLE
 @search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
 @click.option("--hypotheses", type=click.Path(dir_okay=False), default=None, help="Also write the best hypotheses here, one per line.")
-def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> None:
-    """Score a trained model on a split of the corpus its recipe names.
+def command(data_overrides, checkpoint, split, limit, search, device, as_json, hypotheses) -> None:
+    """Score a trained model on a split of the corpus its recipe names, or on any split in
+    a format the modality reads, given as ``data.*`` overrides of the recipe, e.g.
+
+      mmdesc evaluate -c runs/image data.root=/coco data.test.format=karpathy \\
+          data.test.captions=dataset_coco.json data.test.images=. data.test.split=test
 
     Reports BLEU-1..4 and chrF (sacrebleu, with their signatures) and CIDEr-D; where the
     corpus has ground truth for attention, also the grounding of shape words in images
@@ -62,6 +67,8 @@ def command(checkpoint, split, limit, search, device, as_json, hypotheses) -> No
 
     writable_file(hypotheses, "--hypotheses")
     model = load_trained(checkpoint, device)
+    if data_overrides:
+        model.recipe = with_data(model.recipe, data_overrides)
     examples = read_split(model.recipe, split)[:limit]
     loaded = load_all(model.reader, examples)
     for e in loaded.failures:
@@ -106,3 +113,20 @@ def _fail_if_skipped(loaded, examples) -> None:
         click.echo(f"{len(loaded.failures)} of {len(examples)} inputs could not be read and were not scored",
                    err=True)
         raise SystemExit(2)
+
+
+def with_data(recipe, overrides: tuple[str, ...]):
+    """``recipe`` with ``data.*`` overrides put over its data section (checked like a recipe)."""
+    from mmdesc.config import apply_overrides, recipe_from_dict, recipe_to_dict
+    from mmdesc.errors import ConfigError
+
+    bad = [o for o in overrides if not o.startswith("data.")]
+    if bad:
+        raise ConfigError([f"{o}: evaluate takes data.* overrides only" for o in bad])
+    errors: list[str] = []
+    d = recipe_to_dict(recipe)
+    d["data"]["synth"] = None  # an other corpus is never generated
+    d = apply_overrides(d, overrides, errors)
+    if errors:
+        raise ConfigError(errors)
+    return recipe_from_dict(d)

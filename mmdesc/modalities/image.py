@@ -24,7 +24,7 @@ import random
 import re
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -103,8 +103,25 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """One split of an image-caption corpus, in one of the public formats:
+
+    ``coco``: ``captions`` is a COCO captions JSON; ``karpathy``: ``captions`` is a Karpathy split
+    file (``dataset_coco.json``, ``dataset_flickr8k.json``...) and ``split`` names the split in it
+    (train, val, test; train takes restval too); ``flickr``: ``captions`` is a Flickr8k/30k token
+    file and ``image_list`` an optional list of the split's images (``Flickr_8k.testImages.txt``).
+    Fields that are not paths say so in their metadata (the up-front data check skips them).
+    """
+
     captions: str
     images: str
+    format: Literal["coco", "karpathy", "flickr"] = field(default="coco", metadata={"path": False})
+    split: str = field(default="", metadata={"path": False})
+    image_list: str = ""
+
+    def problems(self) -> list[str]:
+        if self.format == "karpathy" and not self.split:
+            return ["split: a karpathy split names its split (train, val or test)"]
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,10 +591,16 @@ class Encoder(nn.Module):
 
 
 def read_split(split: SplitConfig, root: Path) -> list[Example]:
-    """A COCO-style split: captions JSON + image folder (relative paths resolve against root)."""
-    from mmdesc.corpora.coco import read_coco
+    """A split in its format (``SplitConfig``): captions file + image folder; relative paths
+    resolve against root."""
+    from mmdesc.corpora.coco import read_coco, read_flickr_tokens, read_karpathy
 
     root = Path(root)
+    if split.format == "karpathy":
+        return read_karpathy(root / split.captions, root / split.images, split.split)
+    if split.format == "flickr":
+        return read_flickr_tokens(root / split.captions, root / split.images,
+                                  root / split.image_list if split.image_list else None)
     return read_coco(root / split.captions, root / split.images)
 
 

@@ -148,3 +148,29 @@ def test_describe_a_folder_names_pictures_by_path(tiny_image_run, tiny_data, tmp
     assert len(r.out.strip().splitlines()) == 4
     pictures = sorted(str(p.relative_to(tmp_path / "att")) for p in (tmp_path / "att").rglob("*.png"))
     assert pictures == ["a/x.png", "b/x.png", "b/y.png", "b/y.png.png"]  # y.jpg comes first: it is y.png
+
+
+def test_evaluate_any_split_in_a_public_format(tiny_image_run, tiny_data, tmp_path):
+    """A split the recipe never named, in the Karpathy and the Flickr formats, given on the command line."""
+    coco = json.loads((tiny_data / "captions_test.json").read_text())
+    caps = {}
+    for a in coco["annotations"]:
+        caps.setdefault(a["image_id"], []).append(a["caption"])
+    images = [im for im in coco["images"]][:4]
+    karpathy = {"images": [{"filename": im["file_name"], "imgid": im["id"], "split": "test" if k < 3 else "val",
+                            "sentences": [{"raw": c} for c in caps[im["id"]]]} for k, im in enumerate(images)]}
+    (tmp_path / "dataset_x.json").write_text(json.dumps(karpathy))
+    r = mmdesc("evaluate", "-c", tiny_image_run, "--json", f"data.root={tmp_path}", "data.test.format=karpathy",
+               "data.test.captions=dataset_x.json", f"data.test.images={tiny_data / 'images'}", "data.test.split=test")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["n"] == 3
+    (tmp_path / "tokens.txt").write_text("".join(f"{im['file_name']}#{j}\t{c}\n" for im in images
+                                                 for j, c in enumerate(caps[im["id"]])))
+    (tmp_path / "list.txt").write_text(images[0]["file_name"] + "\n" + images[1]["file_name"] + "\n")
+    r = mmdesc("evaluate", "-c", tiny_image_run, "--json", f"data.root={tmp_path}", "data.test.format=flickr",
+               "data.test.captions=tokens.txt", f"data.test.images={tiny_data / 'images'}",
+               "data.test.image_list=list.txt")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["n"] == 2
+    r = mmdesc("evaluate", "-c", tiny_image_run, "data.test.format=karpathy", "train.lr=1")
+    assert r.code == 2 and "train.lr=1: evaluate takes data.* overrides only" in r.err
