@@ -19,7 +19,8 @@ def score(trained, loaded: Loaded, *, batch_size: int = 64, alignment: bool = Tr
     position lies in it) when examples carry ``regions``, ``aer`` (alignment error rate
     of the attention while reading the reference) when they carry ``alignment``, and the
     object scores (CHAIR, count, attribute and relation accuracy; ``metrics.object_scores``)
-    when they carry ``objects``.
+    when they carry ``objects``, and ``time_alignment``/``backward_steps`` (where in time, and how
+    monotonically, the attention reading the reference moves) when they carry ``spans``.
     ``described``: the inputs' descriptions when the caller already has them (not decoded again)."""
     if described is None:
         described = describe(trained, loaded.items, batch_size=batch_size, progress=progress, **search)
@@ -36,6 +37,9 @@ def score(trained, loaded: Loaded, *, batch_size: int = 64, alignment: bool = Tr
     aligned = [i for i, ex in enumerate(loaded.examples) if "alignment" in ex.meta]
     if aligned:
         result.update(_aer(trained, loaded, aligned, batch_size))
+    timed = [i for i, ex in enumerate(loaded.examples) if "spans" in ex.meta]
+    if timed:
+        result.update(_time_alignment(trained, loaded, timed, batch_size))
     return result, hyps
 
 
@@ -69,3 +73,12 @@ def _aer(trained, loaded: Loaded, idx: list[int], batch_size: int) -> dict:
         possible = {tuple(p) for p in ex.meta["alignment"].get("possible", [])} | sure
         items.append((pred, sure, possible))
     return metrics.alignment_error_rate(items)
+
+
+def _time_alignment(trained, loaded: Loaded, idx: list[int], batch_size: int) -> dict:
+    tok = trained.tokenizer
+    exs = [loaded.examples[i] for i in idx]
+    forced = force_attention(trained, [loaded.items[i] for i in idx], [ex.references[0] for ex in exs], batch_size)
+    items = [(alpha, tok.word_index(tok.encode(ex.references[0])), lay, ex.meta["spans"])
+             for ex, (alpha, lay) in zip(exs, forced)]
+    return metrics.time_alignment(items)

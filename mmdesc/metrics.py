@@ -1,9 +1,10 @@
 """Scores for descriptions and for where the attention looked.
 
 Text scores: corpus BLEU and chrF (sacrebleu, tokenizer ``13a``), CIDEr-D (written here,
-as in the coco-caption reference code), WER and CER. Attention scores: grounding (does the
-attention peak of a word fall inside its referent's region?) and the alignment error
-rate of attention-derived word alignments against sure/possible ground truth. Object
+as in the coco-caption reference code), WER and CER (jiwer). Attention scores: grounding
+(does the attention peak of a word fall inside its referent's region?), the alignment error
+rate of attention-derived word alignments against sure/possible ground truth, and time
+alignment (does a word's attention sit inside the time span where it is spoken?). Object
 scores, where the objects of each input are known: hallucination (CHAIR), counting,
 attributes and relations of the objects a caption names.
 
@@ -21,8 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "bleu", "chrf", "cider_d", "wer", "cer", "corpus_scores", "SELECTION", "selection_value", "improved",
-    "word_attention", "grounding", "alignment_error_rate", "argmax_alignment",
+    "bleu", "chrf", "cider_d", "wer", "cer", "error_rates", "corpus_scores", "SELECTION", "selection_value",
+    "improved", "word_attention", "grounding", "alignment_error_rate", "argmax_alignment", "time_alignment",
     "ObjectVocabulary", "parse_objects", "object_scores",
 ]
 
@@ -179,19 +180,6 @@ def cider_d(hyps: list[str], refs: list[list[str]], n: int = 4, sigma: float = 6
 # ----------------------------------------------------------------------------- WER / CER
 
 
-def _edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance (substitution, insertion, deletion all cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
 def _single_refs(hyps: Sequence[str], refs: Sequence[Any]) -> list[str]:
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
@@ -205,37 +193,55 @@ def _single_refs(hyps: Sequence[str], refs: Sequence[Any]) -> list[str]:
     return out
 
 
-def _error_rate(pairs: Iterable[tuple[Sequence, Sequence]]) -> float:
-    errors = length = 0
-    for h, r in pairs:
-        errors += _edit_distance(h, r)
-        length += len(r)
-    if length == 0:
-        return 0.0 if errors == 0 else 100.0
-    return 100.0 * errors / length
+def _squeeze(texts: Iterable[str]) -> list[str]:
+    """Runs of whitespace become one space, ends stripped (what WER and CER compare)."""
+    return [" ".join(t.split()) for t in texts]
+
+
+def error_rates(hyps: list[str], refs: list[str] | list[list[str]]) -> dict[str, float]:
+    """Corpus WER and CER in percent with their edit counts, by jiwer 4.
+
+    ``refs`` holds one transcript per hypothesis (a list of references uses its first).
+    Words are whitespace tokens, compared as given (normalise case/punctuation beforehand);
+    for CER, spaces count as characters and runs of whitespace become one.
+    Returns ``{"wer", "cer"}`` (edits / reference length x 100) and the word-level counts
+    ``{"substitutions", "deletions", "insertions", "ref_words"}``. Empty references count 0
+    words: a corpus of only empty references scores 0 without errors and 100 with any.
+    """
+    import jiwer
+
+    rs, hs = _squeeze(_single_refs(hyps, refs)), _squeeze(hyps)
+    if not hs:
+        return {"wer": 0.0, "cer": 0.0, "substitutions": 0, "deletions": 0, "insertions": 0, "ref_words": 0}
+    words = jiwer.process_words(rs, hs)
+    chars = jiwer.process_characters(rs, hs)
+
+    def rate(o) -> float:
+        errors, length = o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits
+        return 100.0 * errors / length if length else (0.0 if errors == 0 else 100.0)
+
+    return {"wer": rate(words), "cer": rate(chars), "substitutions": words.substitutions,
+            "deletions": words.deletions, "insertions": words.insertions,
+            "ref_words": words.substitutions + words.deletions + words.hits}
 
 
 def wer(hyps: list[str], refs: list[str] | list[list[str]]) -> float:
-    """Corpus word error rate in percent: total word edit distance / total reference words.
-
-    ``refs`` holds one transcript per hypothesis (a list of references uses its first).
-    Words are whitespace tokens, compared as given (normalise case/punctuation beforehand).
-    """
-    rs = _single_refs(hyps, refs)
-    return _error_rate((h.split(), r.split()) for h, r in zip(hyps, rs))
+    """Corpus word error rate in percent (jiwer): word edits / reference words; see ``error_rates``."""
+    return error_rates(hyps, refs)["wer"]
 
 
 def cer(hyps: list[str], refs: list[str] | list[list[str]]) -> float:
-    """Corpus character error rate in percent; spaces count, runs of whitespace become one."""
-    rs = _single_refs(hyps, refs)
-    return _error_rate((" ".join(h.split()), " ".join(r.split())) for h, r in zip(hyps, rs))
+    """Corpus character error rate in percent (jiwer); spaces count, runs of whitespace become one."""
+    return error_rates(hyps, refs)["cer"]
 
 
 def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
-    """BLEU-1..4, chrF and CIDEr-D of a corpus, plus the sacrebleu signatures.
+    """BLEU-1..4, chrF, CIDEr-D, WER and CER of a corpus, plus the sacrebleu signatures.
 
-    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d", "wer", "cer"}`` (floats,
-    0-100 for BLEU/chrF/WER/CER against the first reference, CIDEr-D on its own x10 scale) and ``{"bleu_signature", "chrf_signature"}``.
+    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d"}`` (floats, 0-100 for
+    BLEU/chrF, CIDEr-D on its own x10 scale), ``error_rates``' ``{"wer", "cer",
+    "substitutions", "deletions", "insertions", "ref_words"}`` (against the first reference)
+    and ``{"bleu_signature", "chrf_signature"}``.
     """
     out: dict[str, Any] = {}
     signature = ""
@@ -243,8 +249,7 @@ def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
         out[f"bleu{k}"], signature = _bleu(hyps, refs, k)
     out["chrf"], chrf_signature = _chrf(hyps, refs)
     out["cider_d"] = cider_d(hyps, refs)
-    out["wer"] = wer(hyps, refs)
-    out["cer"] = cer(hyps, refs)
+    out.update(error_rates(hyps, refs))
     out["bleu_signature"] = signature
     out["chrf_signature"] = chrf_signature
     return out
@@ -354,6 +359,46 @@ def alignment_error_rate(items: Iterable[tuple[Iterable, Iterable, Iterable]]) -
         "align_precision": 100.0 * a_p / a_n if a_n else 0.0,
         "align_recall": 100.0 * a_s / s_n if s_n else 0.0,
     }
+
+
+def time_alignment(items: Iterable[tuple[Any, Sequence[int], Any, Sequence[Sequence[float]]]]) -> dict[str, float]:
+    """Whether the attention of each word sits where the word is, in time, and moves forwards.
+
+    items: ``(alpha, word_index, layout, spans)`` per input: ``alpha`` (T, N) the attention of T
+    output pieces (the model reading the reference) over N positions of a time layout,
+    ``word_index[t]`` the whitespace word piece t belongs to, ``spans[w] = (start_s, end_s)``
+    of word w (``Example.meta["spans"]``). An input whose word count differs from its spans is
+    skipped. Columns beyond ``len(layout)`` (padding) are ignored.
+
+    A word is a hit when the centre of mass of its attention, ``sum_n alpha[w, n] * centre(n)``
+    in seconds (the word's pieces averaged, each row renormalised), lies in its span. A step
+    moves backwards when its centre of mass, in positions, is more than half a position before
+    the previous step's.
+    Returns ``{"time_alignment": hits / words * 100, "backward_steps": backward / steps * 100,
+    "time_alignment_n": words, "time_alignment_skipped": inputs skipped}``.
+    """
+    hits = words = backward = steps = skipped = 0
+    for alpha, word_index, layout, spans in items:
+        a = _as_numpy(alpha)
+        if a.ndim != 2 or a.shape[0] != len(word_index):
+            raise ValueError(f"alpha of shape {a.shape} for {len(word_index)} pieces")
+        a = a[:, :len(layout)]
+        a = a / np.maximum(a.sum(axis=1, keepdims=True), 1e-12)  # (T, N), rows sum to 1
+        w = word_attention(a, word_index) if len(word_index) else np.zeros((0, a.shape[1]))  # (W, N)
+        if w.shape[0] != len(spans):
+            skipped += 1
+            continue
+        centres = np.array([layout.center(n) for n in range(a.shape[1])])  # (N,) seconds
+        com = w @ centres  # (W,)
+        s = np.asarray(spans, dtype=np.float64).reshape(-1, 2)  # (W, 2)
+        hits += int(((s[:, 0] <= com) & (com <= s[:, 1])).sum())
+        words += len(s)
+        pos = a @ np.arange(a.shape[1])  # (T,) centre of mass in positions
+        backward += int((np.diff(pos) < -0.5).sum())
+        steps += max(0, len(pos) - 1)
+    return {"time_alignment": 100.0 * hits / words if words else 0.0,
+            "backward_steps": 100.0 * backward / steps if steps else 0.0,
+            "time_alignment_n": words, "time_alignment_skipped": skipped}
 
 
 # ----------------------------------------------------------------------------- objects

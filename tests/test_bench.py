@@ -17,6 +17,7 @@ EXPECTED = {  # figures each script must report
     "train": {"captions_per_s", "ms_per_step", "peak_rss", "padding_fraction"},
     "encode": {"inputs_per_s", "load_ms", "collate_ms", "encode_ms", "peak_rss"},
     "flops": {"matmul_gflops", "step_flops", "decode_step_gflops", "train_step_gflops", "fraction_of_matmul"},
+    "speech": {"audio_seconds_per_s", "rtf", "rtf_one_by_one", "peak_rss"},
 }
 
 

@@ -35,8 +35,12 @@ def test_bleu_variable_reference_counts():
 def test_bleu_orders_decrease_for_partial_match():
     hyps, refs = ["the cat sat on a mat today"], [["the cat sat on the mat"]]
     scores = m.corpus_scores(hyps, refs)
-    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d", "wer", "cer",
+    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d",
+                           "wer", "cer", "substitutions", "deletions", "insertions", "ref_words",
                            "bleu_signature", "chrf_signature"}
+    # "a" for "the" and an extra "today": 2 edits over 6 reference words
+    assert (scores["substitutions"], scores["deletions"], scores["insertions"]) == (1, 0, 1)
+    assert scores["wer"] == pytest.approx(100 * 2 / 6)
     assert scores["bleu1"] >= scores["bleu2"] >= scores["bleu3"] >= scores["bleu4"] > 0
     assert scores["bleu4"] == pytest.approx(m.bleu(hyps, refs))
 
@@ -88,6 +92,34 @@ def test_wer_cer_known_edits():
     assert m.cer(["abc"], ["abd"]) == pytest.approx(100.0 / 3)
     assert m.cer(["a  b"], ["a b"]) == 0.0
     assert m.wer([""], ["one two"]) == pytest.approx(100.0)
+
+
+def test_error_rates_count_each_kind_of_edit():
+    got = m.error_rates(["a b c", "x y z w", ""], [["a x c d"], "x y z", "gone word"])
+    # 1 sub + 1 del; 1 ins; 2 del -> 5 edits over 4 + 3 + 2 reference words
+    assert (got["substitutions"], got["deletions"], got["insertions"], got["ref_words"]) == (1, 3, 1, 9)
+    assert got["wer"] == pytest.approx(100 * 5 / 9)
+    assert m.error_rates(["same"], ["same"])["cer"] == 0.0
+    assert m.error_rates([""], [""])["wer"] == 0.0 and m.error_rates(["x"], [""])["wer"] == 100.0
+
+
+def test_time_alignment_centre_of_mass_and_backward_steps():
+    from mmdesc.contexts import TimeLayout
+
+    layout = TimeLayout(tuple((0.1 * n, 0.1 * (n + 1)) for n in range(10)), 1.0)  # centres .05 .. .95
+    spans = [[0.0, 0.3], [0.3, 0.6], [0.6, 1.0]]
+    alpha = np.zeros((4, 12))  # 4 pieces (word 1 has two), 2 padding columns ignored
+    alpha[0, 1] = 1.0                      # word 0 at 0.15: in [0, .3]
+    alpha[1, 3], alpha[2, 5] = 1.0, 1.0    # word 1: mean of 0.35 and 0.55 = 0.45: in
+    alpha[3, 0], alpha[3, 9] = 0.5, 0.5    # word 2: centre of mass 0.5, outside [.6, 1]
+    got = m.time_alignment([(alpha, [0, 1, 1, 2], layout, spans)])
+    assert got["time_alignment"] == pytest.approx(100 * 2 / 3) and got["time_alignment_n"] == 3
+    # positions 1 -> 3 -> 5 -> 4.5: the last step is not more than half a position back
+    assert got["backward_steps"] == 0.0
+    alpha[3] = 0.0
+    alpha[3, 2] = 1.0                      # 5 -> 2: backwards
+    got = m.time_alignment([(alpha, [0, 1, 1, 2], layout, spans), (alpha, [0, 1, 1, 2], layout, spans[:2])])
+    assert got["backward_steps"] == pytest.approx(100 / 3) and got["time_alignment_skipped"] == 1
 
 
 # ------------------------------------------------------------------- attention

@@ -12,6 +12,9 @@ from mmdesc.cli.common import resolve_search, search_options, writable_file
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
           "align_precision": "alignment precision", "align_recall": "alignment recall",
+          "wer": "WER (%)", "cer": "CER (%)", "substitutions": "substitutions", "deletions": "deletions",
+          "insertions": "insertions", "time_alignment": "time alignment (% words)",
+          "backward_steps": "backward attention steps, reading the reference (%)",
           "chair_i": "CHAIR-i (% named objects not there)", "chair_s": "CHAIR-s (% captions inventing one)",
           "count_accuracy": "count accuracy (%)", "object_recall": "object recall (%)",
           "attribute_accuracy": "attribute accuracy (%)", "shape_accuracy": "  shape", "colour_accuracy": "  colour",
@@ -42,7 +45,10 @@ def command(data_overrides, checkpoint, split, limit, search, device, as_json, h
     and how the attention spreads: entropy, peak mass, coverage and, over sequences, the
     share of backward steps and the mean jump (see mmdesc.alignment); where it knows the
     objects of each input, also CHAIR-i/CHAIR-s (named objects that are not there), count
-    accuracy, object recall, attribute and relation accuracy.
+    accuracy, object recall, attribute and relation accuracy; for inputs with word time
+    spans (speech), the share of words whose attention's centre of mass lies in the word's
+    span and the share of steps where it moves back, reading the reference. WER and CER
+    (jiwer, against the first reference) come with substitutions, deletions, insertions.
 
     Inputs that cannot be read are skipped with a warning; the scores of the others are
     printed and the exit code is 2 (no usable input at all: an error, nothing scored).
@@ -91,7 +97,8 @@ def command(data_overrides, checkpoint, split, limit, search, device, as_json, h
     table.add_column("score", justify="right")
     for key, label in LABELS.items():
         if key in result:
-            table.add_row(label, f"{result[key]:.2f}")
+            value = result[key]
+            table.add_row(label, str(value) if isinstance(value, int) else f"{value:.2f}")
     console = Console()
     console.print(table)
     for key in ("bleu_signature", "chrf_signature"):

@@ -57,6 +57,7 @@ from types import ModuleType
 
 _MODULES = {
     "image": "mmdesc.modalities.image",
+    "speech": "mmdesc.modalities.speech",
     "text": "mmdesc.modalities.text",
     "video": "mmdesc.modalities.video",
 }
