@@ -8,8 +8,13 @@ no gradient). Readers and encoders are built from the modality's recipe in recip
 random weights (the reader fitted on synthetic captions), or, for the modality of
 --checkpoint, taken from the trained model.
 
+A modality may add named input sets with ``bench_extra(root, quick) -> {label: sources}``
+(their records carry ``"set": label``), e.g. one long, large file.
+
 inputs_per_s is the whole pipeline (load + collate + encode); load_ms, collate_ms and
-encode_ms per input split it into its parts. Each is the median over --repeats passes.
+encode_ms per input split it into its parts. length_per_s counts ``Reader.length`` units
+through the whole pipeline (sampled frames, tokens; 1 per image), length_read_per_s through
+``load`` alone (decode + sample + scale). Each is the median over --repeats passes.
 """
 from __future__ import annotations
 
@@ -40,13 +45,14 @@ def reader_and_encoder(name: str, module, trained, device):
     return reader, encoder.to(device).eval()
 
 
-def one_pass(reader, encoder, sources: list, batch: int, device, sync) -> tuple[float, float, float]:
-    """Seconds spent loading, collating and encoding all ``sources`` once."""
+def one_pass(reader, encoder, sources: list, batch: int, device, sync) -> tuple[float, float, float, int]:
+    """Seconds spent loading, collating and encoding all ``sources`` once, and their total length."""
     import torch
 
     from mmdesc.data import to_device
 
     load = collate = encode = 0.0
+    length = 0
     for s in range(0, len(sources), batch):
         t0 = time.perf_counter()
         items = [reader.load(src) for src in sources[s:s + batch]]
@@ -58,27 +64,43 @@ def one_pass(reader, encoder, sources: list, batch: int, device, sync) -> tuple[
         sync()
         t3 = time.perf_counter()
         load, collate, encode = load + t1 - t0, collate + t2 - t1, encode + t3 - t2
-    return load, collate, encode
+        length += sum(reader.length(it) for it in items)
+    return load, collate, encode, length
 
 
 def bench_modality(report: Report, args, device, name: str, module, trained) -> None:
+    """The modality's synthetic inputs, then each input set of its optional ``bench_extra(root, quick)``."""
+    reset_peak_memory(device)
+    reader, encoder = reader_and_encoder(name, module, trained, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"": synthetic_sources(name, args.inputs, Path(tmp))}
+        extra = getattr(module, "bench_extra", None)
+        sets.update(extra(Path(tmp), args.quick) if extra else {})
+        for label, sources in sets.items():
+            bench_sources(report, args, device, name, reader, encoder, sources, label)
+    report_peak_memory(report, name, device)
+
+
+def bench_sources(report: Report, args, device, config: str, reader, encoder, sources: list,
+                  label: str = "") -> None:
+    """The figures of one input set (``label``: a ``bench_extra`` set's name, a ``set`` field)."""
     import statistics
 
     import torch
 
-    reset_peak_memory(device)
-    reader, encoder = reader_and_encoder(name, module, trained, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with tempfile.TemporaryDirectory() as tmp:
-        sources = synthetic_sources(name, args.inputs, Path(tmp))
-        one_pass(reader, encoder, sources, args.batch, device, sync)  # warm-up
-        passes = [one_pass(reader, encoder, sources, args.batch, device, sync) for _ in range(args.repeats)]
+    batch = min(args.batch, len(sources))
+    one_pass(reader, encoder, sources, batch, device, sync)  # warm-up
+    passes = [one_pass(reader, encoder, sources, batch, device, sync) for _ in range(args.repeats)]
     load, collate, encode = (statistics.median(p[i] for p in passes) for i in range(3))
-    n, params = args.inputs, dict(batch=args.batch, inputs=args.inputs)
-    report.emit("inputs_per_s", name, n / (load + collate + encode), "inputs/s", **params)
+    n, length, params = len(sources), passes[0][3], dict(batch=batch, inputs=len(sources))
+    if label:
+        params["set"] = label
+    report.emit("inputs_per_s", config, n / (load + collate + encode), "inputs/s", **params)
+    report.emit("length_per_s", config, length / (load + collate + encode), "length/s", **params)
+    report.emit("length_read_per_s", config, length / load, "length/s", **params)
     for what, seconds in (("load_ms", load), ("collate_ms", collate), ("encode_ms", encode)):
-        report.emit(what, name, 1000 * seconds / n, "ms/input", **params)
-    report_peak_memory(report, name, device)
+        report.emit(what, config, 1000 * seconds / n, "ms/input", **params)
 
 
 def main() -> None:

@@ -87,7 +87,32 @@ class TokenLayout:
         return self.words[n] in region
 
 
-Layout = Union[GridLayout, TimeLayout, TokenLayout]
+@dataclass(frozen=True)
+class TimeGridLayout:
+    """T segments in time, each with the same H x W grid of cells (video with a spatial grid).
+
+    Positions are time-major: ``n = t * len(grid) + cell``. A region is a time span
+    ``(start_s, end_s)`` or a span and a box ``(start_s, end_s, x0, y0, x1, y1)``.
+    """
+
+    time: TimeLayout
+    grid: GridLayout
+    kind: str = field(default="time_grid", init=False)
+
+    def __len__(self) -> int:
+        return len(self.time) * len(self.grid)
+
+    def split(self, n: int) -> tuple[int, int]:
+        """(time segment, cell) of position n."""
+        return divmod(n, len(self.grid))
+
+    def contains(self, n: int, region: Sequence[float]) -> bool:
+        """Whether position n's segment centre lies in the span, and (with a box) its cell centre in the box."""
+        t, cell = self.split(n)
+        return self.time.contains(t, region[:2]) and (len(region) < 6 or self.grid.contains(cell, region[2:6]))
+
+
+Layout = Union[GridLayout, TimeLayout, TimeGridLayout, TokenLayout]
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from mmdesc.config import (DecoderConfig, Recipe, SynthConfig, load_recipe, parse_dataclass,
                            recipe_from_dict, recipe_to_dict)
 from mmdesc.errors import ConfigError
+from mmdesc.modalities import MODALITIES
 
 
 # Tiny stand-ins for modality modules: the registry is injected, so these tests do not
@@ -180,7 +181,8 @@ def test_unknown_modality_still_checks_the_shared_sections(tmp_path):
 def test_unknown_modality_against_the_real_registry():
     with pytest.raises(ConfigError) as info:
         recipe_from_dict({"modality": "imgae", "data": {}})  # lists keys, imports no module
-    assert info.value.problems == ["modality: 'imgae' is not one of {image, text} — did you mean 'image'?"]
+    names = ", ".join(MODALITIES)  # every registered modality, in registry order
+    assert info.value.problems == [f"modality: 'imgae' is not one of {{{names}}} — did you mean 'image'?"]
 
 
 def test_missing_required_keys(tmp_path):

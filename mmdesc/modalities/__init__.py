@@ -59,6 +59,7 @@ _MODULES = {
     "image": "mmdesc.modalities.image",
     "speech": "mmdesc.modalities.speech",
     "text": "mmdesc.modalities.text",
+    "video": "mmdesc.modalities.video",
 }
 
 

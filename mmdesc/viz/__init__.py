@@ -5,7 +5,9 @@
 
 - ``grid``   (images): the image, then one panel per word with its heatmap (``viz/grid.py``);
 - ``tokens`` (text): the output-word x source-token matrix (``viz/tokens.py``);
-- ``time``   (video, speech): one strip per word on a time axis (``viz/timeline.py``).
+- ``time``   (video, speech): one strip per word on a time axis (``viz/timeline.py``);
+- ``time_grid`` (time segments x grid cells): the same, each segment's cells summed (PNG only
+  so far: the HTML report has no view of this kind).
 
 The same module per kind gives the HTML report (``viz/html.py``) what it draws in the
 browser (``VIEWS``) and how a position is named (``WHERE``); the picture under the attention
@@ -19,16 +21,17 @@ from typing import Any, Callable, Sequence
 from mmdesc.viz import grid, timeline, tokens
 from mmdesc.viz.canvas import colormap
 from mmdesc.viz.grid import draw_grid
-from mmdesc.viz.timeline import draw_time
+from mmdesc.viz.timeline import draw_time, draw_time_grid
 from mmdesc.viz.tokens import draw_tokens
 
 __all__ = ["DRAWERS", "LINKS", "VIEWS", "WHERE", "backdrop_for", "colormap", "draw_attention", "draw_grid",
-           "draw_time", "draw_tokens"]
+           "draw_time", "draw_time_grid", "draw_tokens"]
 
 DRAWERS: dict[str, Callable[..., Path]] = {
     "grid": draw_grid,
     "tokens": draw_tokens,
     "time": draw_time,
+    "time_grid": draw_time_grid,
 }
 VIEWS: dict[str, Callable[..., dict]] = {"grid": grid.view, "tokens": tokens.view, "time": timeline.view}
 WHERE: dict[str, Callable[[Any, int], str]] = {

@@ -127,3 +127,12 @@ def draw_time(layout: Any, source: str, words: Sequence[str], alpha: Any, out_pa
     cv.draw_text(draw, (x0 + AXIS_W, ya + 9 + cv.line_height(small)), "time (s)", small,
                  fill=cv.MUTED, anchor="ra")
     return cv.save_png(page, out_path)
+
+
+def draw_time_grid(layout: Any, source: str, words: Sequence[str], alpha: Any, out_path: Path,
+                   backdrop: Image.Image | None = None) -> Path:
+    """Attention over time segments x grid cells (``layout.time``, ``layout.grid``), drawn on the
+    time axis: each word's attention summed over the cells of a segment. alpha: (T_words, N)."""
+    a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))  # (T_words, N)
+    per_time = a.reshape(a.shape[0], len(layout.time), -1).sum(axis=2)  # (T_words, T * cells) -> (T_words, T)
+    return draw_time(layout.time, source, words, per_time, out_path, backdrop=backdrop)
