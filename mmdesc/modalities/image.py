@@ -37,6 +37,7 @@ from mmdesc.config import MAX_DIM, check_range
 from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError
+from mmdesc.media import check_file
 
 NAME = "image"  # this modality's key in MODALITIES, its corpus part and manifest forms
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -208,18 +209,7 @@ class Reader:
         """The opened (not yet decoded) image at ``path``, its size within ``max_pixels``."""
         from PIL import Image, UnidentifiedImageError
 
-        try:
-            nbytes = os.stat(path).st_size
-        except FileNotFoundError:
-            raise MediaError(path, "no such file") from None
-        except OSError as e:
-            raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
-        if os.path.isdir(path):
-            raise MediaError(path, "is a directory, not an image")
-        if not os.path.isfile(path):  # opening a FIFO would wait for a writer, a device never end
-            raise MediaError(path, "not a regular file (a FIFO, a device or a socket)")
-        if nbytes == 0:
-            raise MediaError(path, "empty file (0 bytes)")
+        check_file(path, "an image")
 
         cap = Image.MAX_IMAGE_PIXELS  # Pillow refuses images over 2x its cap; raise it, never lower it
         if cap is not None and cap < self.max_pixels:
