@@ -214,13 +214,22 @@ class BucketSampler(torch.utils.data.Sampler):
         return len(self.batches)
 
 
+def _worker_init(_: int) -> None:
+    """A worker leaves SIGTERM to the training process (``kill`` of the whole process group):
+    that one writes its checkpoint and then ends the workers, which otherwise would die first
+    and fail the step in progress."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def loader(dataset: Pairs, sampler: BucketSampler, collate: Collate, workers: int = 0,
            pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """The DataLoader of one epoch: ``workers`` processes decode ahead of the training step."""
     # its own generator: making an iterator must not draw from the global RNG (exact resume)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                                        pin_memory=pin_memory, prefetch_factor=4 if workers else None,
-                                       generator=torch.Generator())
+                                       generator=torch.Generator(), worker_init_fn=_worker_init if workers else None)
 
 
 def stream_sources(reader, sources: Sequence[str], chunk: int, workers: int = 2) -> Iterator[tuple[list[int], list]]:

@@ -143,3 +143,23 @@ def test_best_checkpoint_follows_the_metric_direction(tiny_data, tmp_path):
     first_best = next(step for step, v in valid if v == best_value)
     meta = checkpoint.read_meta(out / "best")
     assert meta["step"] == first_best and meta["best"] == pytest.approx(best_value)
+
+
+def test_sigterm_to_the_whole_process_group_still_checkpoints(tiny_data, tmp_path):
+    """`kill` of the group reaches the DataLoader workers too: they leave it to the trainer,
+    which writes its checkpoint, instead of dying first and failing the step in progress."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mmdesc", "train", str(RECIPES / "tiny" / "image.yaml"),
+                             f"data.root={tiny_data}", f"out={out}", "train.max_steps=100000", "train.log_every=1",
+                             "train.valid_every=100000", "train.save_every=100000", "train.workers=2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    log = out / "metrics.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the kill"
+    os.killpg(proc.pid, signal.SIGTERM)  # a step has been logged: the workers are running
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "checkpoint written" in err
+    assert checkpoint.list_checkpoints(out)

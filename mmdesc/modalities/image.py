@@ -37,6 +37,7 @@ from mmdesc.config import MAX_DIM, check_range
 from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError
+from mmdesc.media import check_file
 
 NAME = "image"  # this modality's key in MODALITIES, its corpus part and manifest forms
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -199,22 +200,16 @@ class Reader:
     def length(self, item: dict) -> int:
         return 1
 
-    def load(self, path: str | os.PathLike) -> dict:
-        from PIL import Image, ImageOps, UnidentifiedImageError
+    def probe(self, path: str | os.PathLike) -> int:
+        """The header checks of ``load`` (file, format, size) without decoding the pixels."""
+        self._open(path).close()
+        return 1
 
-        s = self.size
-        try:
-            nbytes = os.stat(path).st_size
-        except FileNotFoundError:
-            raise MediaError(path, "no such file") from None
-        except OSError as e:
-            raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
-        if os.path.isdir(path):
-            raise MediaError(path, "is a directory, not an image")
-        if not os.path.isfile(path):  # opening a FIFO would wait for a writer, a device never end
-            raise MediaError(path, "not a regular file (a FIFO, a device or a socket)")
-        if nbytes == 0:
-            raise MediaError(path, "empty file (0 bytes)")
+    def _open(self, path: str | os.PathLike):
+        """The opened (not yet decoded) image at ``path``, its size within ``max_pixels``."""
+        from PIL import Image, UnidentifiedImageError
+
+        check_file(path, "an image")
 
         cap = Image.MAX_IMAGE_PIXELS  # Pillow refuses images over 2x its cap; raise it, never lower it
         if cap is not None and cap < self.max_pixels:
@@ -231,13 +226,21 @@ class Reader:
             raise MediaError(path, "not an image, or a format Pillow cannot read") from None
         except Exception as e:  # noqa: BLE001 - every decoder failure becomes a MediaError
             raise MediaError(path, f"cannot open image ({_short(e)})") from None
-
-        with img:
-            w0, h0 = img.size
+        w0, h0 = img.size
+        if w0 < 1 or h0 < 1 or w0 * h0 > self.max_pixels:
+            img.close()
             if w0 < 1 or h0 < 1:
                 raise MediaError(path, f"image of {w0}×{h0} pixels is empty")
-            if w0 * h0 > self.max_pixels:
-                raise MediaError(path, f"image of {w0}×{h0} pixels exceeds max_pixels={self.max_pixels}")
+            raise MediaError(path, f"image of {w0}×{h0} pixels exceeds max_pixels={self.max_pixels}")
+        return img
+
+    def load(self, path: str | os.PathLike) -> dict:
+        from PIL import ImageOps
+
+        s = self.size
+        img = self._open(path)
+        with img:
+            w0, h0 = img.size
             try:
                 img.draft(None, (s, s))  # JPEG: decode at a reduced scale, never below s x s
                 w1, h1 = img.size

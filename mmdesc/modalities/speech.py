@@ -43,6 +43,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from mmdesc.contexts import ContextSet, TimeLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import MediaError, MmdescWarning
+from mmdesc.media import check_file
 
 NAME = "speech"  # this modality's registry name: its part of the synthetic corpus
 SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".wma", ".mka",
@@ -129,24 +130,11 @@ def _short(e: BaseException) -> str:
     return msg[:120]
 
 
-def _check_file(path) -> None:
-    try:
-        nbytes = os.stat(path).st_size
-    except FileNotFoundError:
-        raise MediaError(path, "no such file") from None
-    except OSError as e:
-        raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
-    if os.path.isdir(path):
-        raise MediaError(path, "is a directory, not a sound file")
-    if nbytes == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-
-
 def _open(path):
     """The container and its first audio stream; MediaError when there is none."""
     import av
 
-    _check_file(path)
+    check_file(path, "a sound file")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):

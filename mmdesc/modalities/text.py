@@ -101,6 +101,10 @@ class Reader:
     def length(self, item: dict) -> int:
         return int(item["ids"].numel())
 
+    def probe(self, text: str) -> int:
+        """A line is its own header: its length in tokens."""
+        return self.length(self.load(text))
+
     def _tokenizer(self) -> Tokenizer:
         if self.tok is None:
             raise RuntimeError("the text reader has no tokenizer yet: call fit(examples) or load_state()")

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from mmdesc.contexts import ContextSet, GridLayout, TimeGridLayout, TimeLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError, MmdescWarning
+from mmdesc.media import check_file
 
 NAME = "video"  # this modality's key in MODALITIES, its corpus part and manifest forms
 SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".3gp",
@@ -127,24 +128,11 @@ def _short(e: BaseException) -> str:
     return str(msg).splitlines()[0][:120]
 
 
-def _check_file(path: str | os.PathLike) -> None:
-    try:
-        nbytes = os.stat(path).st_size
-    except FileNotFoundError:
-        raise MediaError(path, "no such file") from None
-    except OSError as e:
-        raise MediaError(path, f"cannot read file ({e.strerror or e})") from None
-    if os.path.isdir(path):
-        raise MediaError(path, "is a directory, not a video")
-    if nbytes == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-
-
 def _open(path: str | os.PathLike):
     """(container, its first video stream); raises MediaError for anything without one."""
     import av
 
-    _check_file(path)
+    check_file(path, "a video")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.InvalidDataError:
