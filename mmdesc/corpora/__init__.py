@@ -1,8 +1,12 @@
 """Corpus readers for public formats, and the synthetic multimodal corpus generator."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from mmdesc.errors import DataError
 
 
 @dataclass
@@ -25,3 +29,23 @@ class Example:
     source: str
     references: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_json(path: Path) -> Any:
+    """A corpus JSON file; a DataError naming the file and where it is broken."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def json_key(path: Path, obj: Any, key: str, where: str) -> Any:
+    """``obj[key]``, or a DataError saying which object of ``path`` lacks it."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise DataError(f"{path}: {where} has no key {key!r}")
+    return obj[key]

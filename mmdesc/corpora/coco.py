@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmdesc.corpora import Example
+from mmdesc.corpora import Example, json_key as _field, load_json as _load_json
 from mmdesc.corpora.parallel import read_lines
 from mmdesc.errors import DataError
 
@@ -29,24 +29,6 @@ def write_coco(path: Path, images: list[dict], annotations: list[dict], objects:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
     os.replace(tmp, path)
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
-def _field(path: Path, obj: Any, key: str, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{path}: {where} has no key {key!r}")
-    return obj[key]
 
 
 def _list(path: Path, doc: Any, key: str) -> list:

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmdesc.corpora import Example
+from mmdesc.corpora import Example, json_key as _get, load_json as _load_json
 from mmdesc.corpora.parallel import read_lines
 from mmdesc.errors import DataError
 
@@ -84,24 +84,6 @@ class _Clips:
         if name not in self.names:
             name = self.by_stem.get(video_id, name)
         return str(self.folder / name)
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
-def _get(path: Path, obj: Any, key: str, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{path}: {where} has no key {key!r}")
-    return obj[key]
 
 
 def read_msrvtt(path: Path, videos_dir: Path, split: Sequence[str] = ()) -> list[Example]:

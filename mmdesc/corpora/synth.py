@@ -729,8 +729,21 @@ def read_manifest(root: Path, split: str) -> list[dict]:
     path = manifest_path(root, split)
     if not path.exists():
         return []
+    from mmdesc.errors import DataError
+
+    rows = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n} is not JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                raise DataError(f"{path}: line {n} is not a scene (an object with an 'id')")
+            rows.append(row)
+    return rows
 
 
 def add_to_manifest(root: Path, split: str, name: str, entries: dict[str, dict],

@@ -301,3 +301,11 @@ def test_scene_manifest_joins_the_parts(tmp_path):
         assert row["forms"]["text"]["caption"] == synth.translate_fr(row["caption"])[0]
     lines = (tmp_path / "test.en").read_text().splitlines()
     assert [lines[r["forms"]["text"]["line"]] for r in rows] == [r["caption"] for r in rows]
+
+
+def test_a_malformed_manifest_line_is_one_clear_error(tmp_path):
+    from mmdesc.errors import DataError
+
+    (tmp_path / "scenes_test.jsonl").write_text('{"id": "test_000000", "forms": {}}\n{not json\n')
+    with pytest.raises(DataError, match=r"scenes_test.jsonl: line 2 is not JSON"):
+        synth.read_manifest(tmp_path, "test")
