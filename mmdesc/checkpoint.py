@@ -179,21 +179,29 @@ def _refuse_pickles(path: Path) -> None:
                               f"mmdesc checkpoints are {MODEL} + {META}")
 
 
-def read_regular(path: Path, limit: int) -> bytes:
-    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
-
-    Opened without blocking and checked before reading, so a FIFO or a device file given
-    as a checkpoint's file is refused at once instead of waited on or read forever."""
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """A descriptor of ``path`` opened without blocking, and its stat, if it is a regular file
+    (a FIFO or device named as a checkpoint's file is refused at once, never waited on)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot open ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path}: not a regular file ({_kind(st.st_mode)}); refusing to read it")
+    return fd, st
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and checked before reading, so a FIFO or a device file given
+    as a checkpoint's file is refused at once instead of waited on or read forever."""
+    fd, st = _open_regular(path)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"{path}: not a regular file ({_kind(st.st_mode)}); refusing to read it")
         if st.st_size > limit:
             raise CheckpointError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} a checkpoint's "
                                   f"{path.name} may have")
@@ -286,14 +294,8 @@ DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U1
 def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """name -> (dtype, shape) from a safetensors file's header, checked against the file's size
     (every tensor's bytes inside the file, no overlap): nothing beyond the header is read."""
+    fd, st = _open_regular(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot open ({e.strerror or e})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"{path}: not a regular file ({_kind(st.st_mode)}); refusing to read it")
         head = os.pread(fd, 8, 0)
         if len(head) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (shorter than its header)")

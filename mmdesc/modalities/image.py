@@ -522,6 +522,18 @@ def build_backbone(backbone: str, channels: int, pretrained: bool, weights: str)
 # Encoder
 
 
+def freeze_stages(backbone: nn.Module, finetune: str) -> tuple[str, ...]:
+    """Stop the gradient of the backbone stages ``finetune`` leaves frozen (``all``: none; ``top``:
+    all but the last stage; ``none``: every stage); returns their names (their BatchNorm is kept
+    in eval mode by the encoder's ``train``)."""
+    stages = backbone.stages
+    frozen = {"all": (), "top": stages[: len(stages) - backbone.top], "none": stages}[finetune]
+    for name in frozen:
+        for p in backbone.get_submodule(name).parameters():
+            p.requires_grad_(False)
+    return tuple(frozen)
+
+
 @functools.lru_cache(maxsize=4096)
 def grid_layout(grid: int, frame: tuple[float, float, float, float], size: tuple[int, int]) -> GridLayout:
     """G x G cells of the canvas, mapped through ``frame`` into the original image's pixels."""
@@ -556,13 +568,8 @@ class Encoder(nn.Module):
         self.row = nn.Parameter(torch.randn(grid, self.out_dim) * 0.02)
         self.col = nn.Parameter(torch.randn(grid, self.out_dim) * 0.02)
         self.dropout = nn.Dropout(dropout)
-        stages = self.backbone.stages
-        frozen = {"all": (), "top": stages[: len(stages) - self.backbone.top], "none": stages}[finetune]
-        self._frozen = tuple(frozen)
+        self._frozen = freeze_stages(self.backbone, finetune)
         self.finetune = finetune
-        for name in self._frozen:
-            for p in self.backbone.get_submodule(name).parameters():
-                p.requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> "Encoder":

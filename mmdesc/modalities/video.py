@@ -685,13 +685,10 @@ class Encoder(nn.Module):
         self.cell = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = dim
-        stages = self.backbone.stages
-        frozen = {"all": (), "top": stages[: len(stages) - self.backbone.top], "none": stages}[finetune]
-        self._frozen = tuple(frozen)
+        from mmdesc.modalities.image import freeze_stages
+
+        self._frozen = freeze_stages(self.backbone, finetune)
         self.finetune = finetune
-        for name in self._frozen:
-            for p in self.backbone.get_submodule(name).parameters():
-                p.requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> "Encoder":
