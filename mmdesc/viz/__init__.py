@@ -6,8 +6,8 @@
 - ``grid``   (images): the image, then one panel per word with its heatmap (``viz/grid.py``);
 - ``tokens`` (text): the output-word x source-token matrix (``viz/tokens.py``);
 - ``time``   (video, speech): one strip per word on a time axis (``viz/timeline.py``);
-- ``time_grid`` (time segments x grid cells): the same, each segment's cells summed (PNG only
-  so far: the HTML report has no view of this kind).
+- ``time_grid`` (time segments x grid cells): the same, each segment's cells summed; the HTML
+  report draws it as a time view (``SEEN_AS``) and names each position's segment and cell.
 
 The same module per kind gives the HTML report (``viz/html.py``) what it draws in the
 browser (``VIEWS``) and how a position is named (``WHERE``); the picture under the attention
@@ -24,7 +24,7 @@ from mmdesc.viz.grid import draw_grid
 from mmdesc.viz.timeline import draw_time, draw_time_grid
 from mmdesc.viz.tokens import draw_tokens
 
-__all__ = ["DRAWERS", "LINKS", "VIEWS", "WHERE", "backdrop_for", "colormap", "draw_attention", "draw_grid",
+__all__ = ["DRAWERS", "LINKS", "SEEN_AS", "VIEWS", "WHERE", "backdrop_for", "colormap", "draw_attention", "draw_grid",
            "draw_time", "draw_time_grid", "draw_tokens"]
 
 DRAWERS: dict[str, Callable[..., Path]] = {
@@ -35,7 +35,10 @@ DRAWERS: dict[str, Callable[..., Path]] = {
 }
 VIEWS: dict[str, Callable[..., dict]] = {"grid": grid.view, "tokens": tokens.view, "time": timeline.view}
 WHERE: dict[str, Callable[[Any, int], str]] = {
-    "grid": grid.where, "tokens": tokens.where, "time": timeline.where}
+    "grid": grid.where, "tokens": tokens.where, "time": timeline.where, "time_grid": timeline.where_grid}
+# Kinds the report draws through another kind's view: (layout, (W, N) alpha) -> the other
+# kind's layout and alpha (a video's time x grid attention, each segment's cells summed).
+SEEN_AS: dict[str, Callable[[Any, Any], tuple[Any, Any]]] = {"time_grid": timeline.per_segment}
 # What links an output word to the same word in views of other inputs of one scene: the word
 # itself, except where the kind says otherwise (a translation: the source word it looks at).
 LINKS: dict[str, Callable[[Any, Any], list[str]]] = {"tokens": tokens.link_keys}

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from mmdesc import alignment
-from mmdesc.viz import LINKS, VIEWS, WHERE, check_kind
+from mmdesc.viz import LINKS, SEEN_AS, VIEWS, WHERE, check_kind
 from mmdesc.viz.canvas import as_matrix, colormap_anchors
 
 PICTURE_SIDE = {"grid": 240, "time": 640}  # longest side of a view's picture, px (never enlarged)
@@ -81,20 +81,22 @@ def view(described: Sequence[Any], source: str, *, modality: str, model: str = "
     kind = check_kind(layout)
     n = len(layout)
     a = as_matrix(best.alpha)[:len(best.words), :n]  # (W, N) over the real positions
-    geometry = VIEWS[kind](layout, source, backdrop)
+    shown_layout, shown = SEEN_AS[kind](layout, a) if kind in SEEN_AS else (layout, a)
+    shown_kind = check_kind(shown_layout)
+    geometry = VIEWS[shown_kind](shown_layout, source, backdrop)
     picture = geometry.pop("picture")
     if picture is not None:
-        picture = shrink(picture, PICTURE_SIDE.get(kind, 240), PICTURE_HEIGHT if kind == "time" else None)
+        picture = shrink(picture, PICTURE_SIDE.get(shown_kind, 240), PICTURE_HEIGHT if shown_kind == "time" else None)
     batch = alignment.pad([(a, layout)])
     per_word = alignment.word_statistics(batch)
     sentence = alignment.corpus_statistics([(a, layout)])
-    att, scale = quantise(a)
+    att, scale = quantise(np.asarray(shown))
     positions = per_word["position"][0].tolist() if len(best.words) else []
     link = LINKS[kind](layout, a) if kind in LINKS else list(best.words)
     return {
-        "modality": modality, "model": model, "kind": kind,
+        "modality": modality, "model": model, "kind": shown_kind, "layout_kind": kind,
         "label": label if label is not None else (Path(source).name if os.path.exists(source) else ""),
-        "reference": reference, "words": list(best.words), "n": n, "att": att, "scale": scale,
+        "reference": reference, "words": list(best.words), "n": len(shown_layout), "att": att, "scale": scale,
         "link": [str(k).lower() for k in link],
         "nbest": [{"text": d.text, "score": round(float(d.score), 4)} for d in described],
         "stats": {"entropy": [round(float(v), 3) for v in per_word["entropy"][0][:len(best.words)]],

@@ -47,6 +47,20 @@ def where(layout: Any, n: int) -> str:
     return f"{s:.2f}\u2013{e:.2f} s"
 
 
+def where_grid(layout: Any, n: int) -> str:
+    """Position n of a time x grid layout in words: its time span and its cell."""
+    t, cell = layout.split(int(n))
+    cols = layout.grid.grid[1]
+    return f"{where(layout.time, t)}, cell {cell // cols + 1},{cell % cols + 1}"
+
+
+def per_segment(layout: Any, alpha: np.ndarray) -> tuple[Any, np.ndarray]:
+    """A time x grid layout seen on the time axis: ``(layout.time, alpha summed over each
+    segment's cells)``. alpha: (W, T * cells) -> (W, T)."""
+    a = np.asarray(alpha)
+    return layout.time, a.reshape(a.shape[0], len(layout.time), -1).sum(axis=2)  # (W, T, cells) -> (W, T)
+
+
 def view(layout: Any, source: str, backdrop: Image.Image | None) -> dict:
     """What the HTML report needs to draw attention over time: the segments as shares of the
     duration, the duration, its ticks, and the backdrop picture when the modality has one."""
@@ -134,5 +148,5 @@ def draw_time_grid(layout: Any, source: str, words: Sequence[str], alpha: Any, o
     """Attention over time segments x grid cells (``layout.time``, ``layout.grid``), drawn on the
     time axis: each word's attention summed over the cells of a segment. alpha: (T_words, N)."""
     a = cv.fit_rows(cv.as_matrix(alpha), words, len(layout))  # (T_words, N)
-    per_time = a.reshape(a.shape[0], len(layout.time), -1).sum(axis=2)  # (T_words, T * cells) -> (T_words, T)
-    return draw_time(layout.time, source, words, per_time, out_path, backdrop=backdrop)
+    time_layout, per_time = per_segment(layout, a)
+    return draw_time(time_layout, source, words, per_time, out_path, backdrop=backdrop)

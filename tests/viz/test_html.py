@@ -283,3 +283,31 @@ def test_time_views_with_and_without_a_backdrop(browser, tmp_path):
     assert [drawn(browser, v) for v in shown] != before
     assert "2.50\u20132.75 s" in shown[0].find_element(By.CSS_SELECTOR, ".where").text
     screenshot(browser, shown[0], tmp_path / "time.png")
+
+
+def test_a_time_grid_view_is_drawn_on_the_time_axis(browser, tmp_path):
+    """A video model with a spatial grid (time segments x cells): the report sums each
+    segment's cells onto the time axis and names the segment and the cell of the peak."""
+    torch = pytest.importorskip("torch")
+    from selenium.webdriver.common.by import By
+
+    from mmdesc.contexts import GridLayout, TimeGridLayout, TimeLayout
+    from mmdesc.predict import Described
+    from mmdesc.viz import html
+
+    time = TimeLayout(spans=tuple((k * 0.5, (k + 1) * 0.5) for k in range(6)), duration=3.0)
+    layout = TimeGridLayout(time, GridLayout.regular((2, 2), (64, 64)))  # 24 positions
+    logits = torch.full((2, 24), -4.0)
+    logits[0, 1 * 4 + 3] = 4.0  # word 0: segment 1, cell (2, 2)
+    logits[1, 4 * 4 + 0] = 4.0  # word 1: segment 4, cell (1, 1)
+    described = [Described("a star", ["a", "star"], -0.5, torch.softmax(logits, dim=1), [4, 5], layout)]
+    report = html.write_report(tmp_path / "g.html", "time grid",
+                               [html.group("0", "clip", [html.view(described, "clip.mp4", modality="m")])])
+    data = open_report(browser, report)
+    assert data["groups"][0]["views"][0]["layout_kind"] == "time_grid"
+    shown = browser.find_element(By.CSS_SELECTOR, ".view")
+    assert shown.get_attribute("data-kind") == "time"
+    assert "0.50\u20131.00 s, cell 2,2" in shown.find_element(By.CSS_SELECTOR, ".where").text
+    shown.find_elements(By.CSS_SELECTOR, ".sentence .word")[1].click()
+    assert "2.00\u20132.50 s, cell 1,1" in shown.find_element(By.CSS_SELECTOR, ".where").text
+    screenshot(browser, shown, tmp_path / "time_grid.png")
