@@ -183,3 +183,345 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
     checkpoint.load_weights(path, model)
     model.to(device).eval()
     return Trained(model, reader, tokenizer, recipe, meta, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the parts of a run, assembled in named steps
+
+
+@dataclass
+class TrainingParts:
+    """What one process of a training run trains with, as ``setup_training`` assembles it.
+
+    ``model`` is the plain Describer: what is saved (so a checkpoint loads anywhere), validated
+    and restored; ``net`` is what the training steps run: the model itself, or its
+    DistributedDataParallel wrapper when the run has several processes."""
+
+    recipe: object
+    processes: object  # distributed.Processes
+    device: object  # torch.device
+    precision: str  # fp32, bf16 or fp16
+    reader: object
+    tokenizer: object
+    dataset: object  # data.Pairs: (input, target ids) of every training pair, decoded on demand
+    collate: object  # data.Collate
+    lengths: list[int]  # per training pair: its sort key for length bucketing
+    targets: list[int]  # per training pair: the target tokens its loss counts (words + EOS)
+    valid: object  # data.Loaded: this process's share of the valid split
+    valid_index: list[int]  # per example of ``valid``: its index in the valid split
+    model: object
+    net: object
+    objective: object
+    optimizer: object
+    schedule: object
+    scaler: object | None  # fp16's GradScaler
+    progress: object  # train.Progress
+    resumed_from: Path | None = None
+
+
+def start_processes(recipe):
+    """This process's place in its run (``distributed.start``): several when torchrun started
+    them, NCCL between them when they train on CUDA, gloo otherwise."""
+    from mmdesc import devices, distributed
+
+    cuda = devices.resolve(recipe.train.device).startswith("cuda")
+    return distributed.start(cuda, recipe.train.peer_timeout)
+
+
+def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = True, processes=None) -> TrainingParts:
+    """The parts of a training run, step by step. Every process runs every step; where rank 0
+    alone does the work, the others wait for its result (and stop with it when it fails):
+
+    ====================  ===========================  ====================================  ==========================
+    step                  every process                rank 0 alone                          a cached-feature run
+    ====================  ===========================  ====================================  ==========================
+    ``setup_data``        waits                        generates missing synthetic data;
+                                                       checks the paths of every split
+    ``setup_vocabulary``  takes rank 0's reader state  fits the reader and the tokenizer on
+                          and tokenizer                the train split (or takes them from
+                                                       the checkpoint it resumes)
+    ``setup_examples``    tokenizes the train pairs;   probes every train input: the usable  takes the lengths from the
+                          loads its share of the       ones and their lengths                cache: no input probed
+                          valid split
+    ``setup_inputs``      the dataset that decodes a                                         a dataset of cached
+                          pair's input when a batch                                          encoder outputs: no media
+                          asks for it                                                        decoded, no encoder run
+    ``setup_model``       the model (the same seed                                           the same model: its
+                          everywhere) on its device                                          frozen encoder is saved
+    ``setup_optimizer``   AdamW, the schedule, fp16's                                        the frozen encoder has
+                          grad scaler                                                        no parameter in it
+    ``setup_restore``     weights, optimizer,          trims the log to the checkpoint's
+                          schedule, progress and its   step
+                          own RNG state
+    ``setup_parallel``    DistributedDataParallel
+                          around the model
+    ====================  ===========================  ====================================  ==========================
+
+    Training itself (``train.Trainer``): every process runs its share of every batch; the stop
+    decision is summed over all of them each step; rank 0 alone writes checkpoints, logs and the
+    progress bar."""
+    import os
+    import random
+
+    import torch
+
+    from mmdesc import checkpoint
+    from mmdesc.distributed import Processes
+
+    processes = processes or Processes()
+    say = say if processes.main else _quiet
+    cfg = recipe.train
+    device = training_device(cfg.device, processes)
+    if cfg.batch_size < processes.world * cfg.accumulate:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} pairs cannot be shared by {processes.world} "
+                          f"processes x train.accumulate={cfg.accumulate} micro-batches")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or max(1, cores // processes.local_world))
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+
+    setup_data(recipe, say, processes)
+    ckpts = checkpoint.list_checkpoints(Path(recipe.out)) if resume else []
+    last = ckpts[-1] if ckpts else None
+    reader, tokenizer, train_ex = setup_vocabulary(recipe, say, processes, last)
+    train_ex, pairs, ex_lengths, valid, valid_index = setup_examples(recipe, say, processes, reader, tokenizer,
+                                                                     train_ex)
+    dataset, collate, lengths = setup_inputs(recipe, reader, train_ex, pairs, ex_lengths)
+    model = setup_model(recipe, reader, tokenizer, device, processes, pretrained=last is None)
+    seed_process(recipe.seed, processes.rank)
+    optimizer, schedule, scaler = setup_optimizer(recipe, model, device)
+    progress = setup_restore(recipe, say, processes, last, model, optimizer, schedule, scaler, trim_log=resume)
+    net = setup_parallel(model, device, processes)
+    return TrainingParts(recipe=recipe, processes=processes, device=device, precision=cfg.precision,
+                         reader=reader, tokenizer=tokenizer, dataset=dataset, collate=collate, lengths=lengths,
+                         targets=[len(y) + 1 for _, y in pairs], valid=valid, valid_index=valid_index,
+                         model=model, net=net, objective=build_objective(recipe), optimizer=optimizer,
+                         schedule=schedule, scaler=scaler, progress=progress, resumed_from=last)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def training_device(name: str, processes):
+    """The device of this process: ``auto`` is cuda when there is one; with several processes on
+    a machine, each trains on its own GPU (LOCAL_RANK)."""
+    import torch
+
+    from mmdesc import devices
+
+    kind = devices.resolve(name)
+    if not kind.startswith("cuda") or processes.local_world == 1:
+        return torch.device(kind)
+    if ":" in kind:
+        raise ConfigError(f"train.device: {kind} names one GPU, but {processes.local_world} processes on this "
+                          f"machine need one each: use cuda or auto")
+    if torch.cuda.device_count() < processes.local_world:
+        raise ConfigError(f"train.device: {processes.local_world} processes on this machine need a GPU each; "
+                          f"it has {torch.cuda.device_count()}")
+    return torch.device("cuda", processes.local_rank)
+
+
+def seed_process(seed: int, rank: int) -> None:
+    """Processes other than rank 0 draw from random streams of their own (dropout differs
+    between shards); rank 0 keeps the stream a one-process run has."""
+    import random
+
+    import torch
+
+    if rank > 0:
+        random.seed(seed * 1_000_003 + rank)
+        torch.manual_seed(seed * 1_000_003 + rank)
+
+
+def setup_data(recipe, say, processes) -> None:
+    """Rank 0: the synthetic corpus generated where it is missing, every split's paths checked;
+    the others wait (``data.root`` must be one folder that every machine of the run sees)."""
+    def prepare() -> None:
+        ensure_data(recipe, say)
+        check_data(recipe)
+
+    processes.main_only(prepare)
+
+
+def setup_vocabulary(recipe, say, processes, last: Path | None):
+    """The reader (fitted: e.g. feature statistics) and the tokenizer, fitted by rank 0 on the
+    train split or taken from the checkpoint ``last``; the others take rank 0's. Returns them
+    and the train split's examples."""
+    from mmdesc import checkpoint, runfolder
+    from mmdesc.tokenize import Tokenizer
+
+    reader, train_ex = build_reader(recipe), read_split(recipe, "train")
+
+    def fit():
+        if last is not None:
+            meta = checkpoint.read_meta(last)
+            runfolder.reconcile(meta.get("recipe", {}), recipe, say)
+            reader.load_state(meta.get("reader", {}))
+            return reader, Tokenizer.from_dict(meta["tokenizer"])
+        reader.fit(train_ex)
+        return reader, build_tokenizer(recipe, train_ex)
+
+    if not processes.many:
+        reader, tokenizer = fit()
+        return reader, tokenizer, train_ex
+    state, vocab = processes.main_only(lambda: (lambda r, t: (r.state(), t.to_dict()))(*fit()))
+    if not processes.main:
+        reader.load_state(state)
+    return reader, Tokenizer.from_dict(vocab), train_ex
+
+
+def setup_examples(recipe, say, processes, reader, tokenizer, train_ex):
+    """Rank 0 probes every train input (decodes it with ``train.check_data: full``): the usable
+    examples and their lengths; every process tokenizes the (example, reference) pairs and
+    loads its share of the valid split (every world-th example from its rank on).
+
+    Returns (train examples, pairs, example lengths, valid ``Loaded``, valid indices)."""
+    from mmdesc.data import load_all, make_pairs, probe_all
+
+    cfg = recipe.train
+
+    def probe():
+        kept, lengths, failures = probe_all(reader, train_ex, full=cfg.check_data == "full")
+        report_bad(cfg, say, "train", len(train_ex), failures)
+        if not kept:
+            raise DataError("no usable train inputs")
+        keep = set(id(ex) for ex in kept)
+        return [i for i, ex in enumerate(train_ex) if id(ex) in keep], lengths
+
+    index, lengths = processes.main_only(probe)
+    train_ex = [train_ex[i] for i in index]
+    pairs = make_pairs(train_ex, tokenizer, recipe.data.max_target_words)
+
+    valid_ex = read_split(recipe, "valid")[: cfg.valid_size]
+    mine = list(range(processes.rank, len(valid_ex), processes.world))
+    loaded = load_all(reader, [valid_ex[i] for i in mine])
+    kept = set(id(ex) for ex in loaded.examples)
+    valid_index = [i for i in mine if id(valid_ex[i]) in kept]
+    failures = loaded.failures if not processes.many else [  # as text: a MediaError does not pickle
+        f for part in processes.gather([str(f) for f in loaded.failures]) for f in part]
+    usable = sum(processes.gather(len(loaded.items)))
+
+    def check_valid() -> None:
+        report_bad(cfg, say, "valid", len(valid_ex), failures)
+        if not usable:
+            raise DataError("no usable valid inputs")
+
+    processes.main_only(check_valid)
+    return train_ex, pairs, lengths, loaded, valid_index
+
+
+def report_bad(cfg, say, split: str, total: int, failures: list) -> None:
+    """Inputs of ``split`` that cannot be read: a DataError naming the first ten, or with
+    ``train.skip_bad`` a line saying they are left out."""
+    if not failures:
+        return
+    shown = "\n".join(f"  {e}" for e in failures[:10])
+    more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+    if not cfg.skip_bad:
+        raise DataError(f"{len(failures)} of {total} {split} inputs cannot be read:\n"
+                        f"{shown}{more}\n(train.skip_bad=true trains on the rest)")
+    say(f"skipping {len(failures)} unreadable {split} inputs:\n{shown}{more}")
+
+
+def setup_inputs(recipe, reader, train_ex, pairs, ex_lengths):
+    """What the training batches are made of: the dataset of (input, target ids) pairs, which
+    decodes an input when a batch asks for it, the collate function, and each pair's sort key
+    for length bucketing (input length, then target length with ``train.bucket: input+target``).
+
+    A cached-feature run replaces this step: its dataset reads each input's encoder output
+    from the cache (no decoding, no encoder in the step), the rest of the run is the same."""
+    from mmdesc.data import Collate, Pairs
+
+    by_target = recipe.train.bucket == "input+target"
+    lengths = [ex_lengths[i] * 1000 + (len(y) if by_target else 0) for i, y in pairs]  # sort keys
+    return Pairs(reader, train_ex, pairs, augment_seed=recipe.seed), Collate(reader), lengths
+
+
+def setup_model(recipe, reader, tokenizer, device, processes, pretrained: bool = True):
+    """The recipe's model on ``device`` (``pretrained=False``: its weights will come from a
+    checkpoint). With several processes on CUDA, BatchNorm computes its statistics over the
+    whole batch (SyncBatchNorm; on CPU each process normalizes over its own share)."""
+    import torch
+
+    model = build_model(recipe, reader, tokenizer, pretrained=pretrained)
+    if processes.many and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    model.decoder.fuse_attention(recipe.train.compile)
+    return model
+
+
+def setup_optimizer(recipe, model, device):
+    """AdamW (weight decay on matrices only) over the parameters that train, its learning-rate
+    schedule, and fp16's grad scaler (None for fp32 and bf16)."""
+    import torch
+
+    from mmdesc.train import lr_lambda
+
+    cfg = recipe.train
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2 and p.requires_grad]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.max_steps))
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    return opt, sched, scaler
+
+
+def setup_restore(recipe, say, processes, last: Path | None, model, opt, sched, scaler, trim_log: bool = True):
+    """The state of checkpoint ``last`` put back (weights, optimizer, schedule, grad scaler,
+    progress, and this process's own RNG state), or a fresh ``Progress``. Rank 0 trims the log
+    to the checkpoint's step: the steps after it are trained, and logged, again."""
+    from mmdesc import checkpoint, runfolder
+    from mmdesc.errors import MmdescError
+    from mmdesc.train import Progress
+
+    progress = Progress()
+    if last is not None:
+        checkpoint.load_weights(last, model)
+        state = checkpoint.load_train_state(last)
+        if state is None:
+            raise MmdescError(f"{last}: has no training state to resume from")
+        tensors, info = state
+        try:
+            checkpoint.unpack_optimizer(opt, tensors, info["optimizer"])
+            sched.load_state_dict(info["scheduler"])
+            if scaler is not None and isinstance(info.get("scaler"), dict):
+                scaler.load_state_dict(info["scaler"])
+            restore_rng(tensors, info["rng"], processes.rank)
+            progress = Progress(**info["progress"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise MmdescError(f"{last}: its training state does not fit this run ({str(e)[:100]})") from None
+        runfolder.resume_lr(opt, sched, recipe.train.lr)
+        saved = info.get("processes", 1)
+        if saved != processes.world:
+            say(f"{last} was written by {saved} process{'es' if saved != 1 else ''}, this run has "
+                f"{processes.world}: the batches are the same, the random streams of the new ones start afresh")
+        say(f"resuming from {last} (step {progress.step})")
+    if trim_log and processes.main:
+        runfolder.trim_log(Path(recipe.out) / runfolder.LOG, progress.step)
+    return progress
+
+
+def restore_rng(tensors: dict, info: dict, rank: int) -> None:
+    """Rank ``rank``'s RNG state from a checkpoint's training state (rank 0's under ``rng.``,
+    rank r's under ``rankR.rng.``); a rank the checkpoint has none for keeps its fresh seed."""
+    from mmdesc import checkpoint
+
+    prefix = "" if rank == 0 else f"rank{rank}."
+    mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix + "rng.")}
+    python = info if rank == 0 else info.get(f"rank{rank}")
+    if mine and isinstance(python, dict):
+        checkpoint.unpack_rng(mine, python)
+
+
+def setup_parallel(model, device, processes):
+    """The model as the training steps run it: wrapped in DistributedDataParallel when the run
+    has several processes (which also makes every process start from rank 0's weights)."""
+    if not processes.many:
+        return model
+    from mmdesc.distributed import Parallel
+
+    with processes.talking():
+        return Parallel(model, device_ids=[device.index] if device.type == "cuda" else None)

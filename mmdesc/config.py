@@ -210,8 +210,12 @@ class TrainConfig:
     save_every: int = 500
     keep_last: int = 2
     log_every: int = 50
-    device: str = "auto"
-    amp: bool = False
+    device: str = "auto"  # auto: cuda when there is one (each process of a run its own GPU), else cpu
+    # fp32; bf16: autocast to bfloat16 (CUDA, and CPUs with bf16); fp16: autocast to float16 with a
+    # grad scaler (CUDA only)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    accumulate: int = 1  # micro-batches per step: each process runs batch_size / (processes * accumulate)
+    peer_timeout: float = 10.0  # minutes a process waits for the others of its run before failing
     compile: bool = False  # as search.compile, for the training steps (and validation)
     threads: int = 0  # 0 = all cores
     workers: int = 1  # processes decoding training inputs ahead of the steps (0 = in the training process)
@@ -228,7 +232,10 @@ class TrainConfig:
         found += _non_negative(self, "weight_decay", "clip", "warmup", "max_minutes", "patience", "threads",
                                "workers")
         found += check_range(self, 1, MAX_BATCH, "batch_size") + check_range(self, 0, 1024, "threads", "keep_last")
-        found += check_range(self, 0, 256, "workers")
+        found += check_range(self, 0, 256, "workers") + check_range(self, 1, 1024, "accumulate")
+        found += check_range(self, 0.1, 10 ** 4, "peer_timeout")
+        if self.accumulate > self.batch_size:
+            found.append(f"accumulate: {self.accumulate} micro-batches cannot share a batch of {self.batch_size}")
         found += check_range(self, 0, MAX_STEPS, "warmup", "max_steps", "valid_every", "save_every", "log_every",
                              "patience", "valid_size")
         found += check_range(self, 0, 10 ** 7, "max_minutes")
@@ -381,6 +388,10 @@ def training_problems(data: Mapping) -> list[str]:
         problem = devices.problem(device)
         if problem:
             found.append(f"train.device: {problem}")
+        precision = train.get("precision", TrainConfig.precision) if isinstance(train, Mapping) else "fp32"
+        problem = None if problem else devices.precision_problem(precision, device)
+        if problem:
+            found.append(f"train.precision: {problem}")
     return found
 
 
@@ -430,13 +441,17 @@ def _override_value(raw: str) -> Any:
 
 
 MOVED = {"decoder.ds_penalty": "loss.ds_penalty", "train.label_smoothing": "loss.label_smoothing"}
+# Keys replaced by another that takes other values: old key -> (new key, old value -> new value)
+REPLACED = {"train.amp": ("train.precision", lambda on: "bf16" if on is True else "fp32",
+                          "amp: true is precision: bf16")}
 
 
 def recipe_from_dict(d: Mapping, modalities: Mapping[str, Any] = MODALITIES) -> Recipe:
     """Validate plain data (a parsed YAML file, or ``recipe_to_dict`` output) into a ``Recipe``.
 
-    Keys that moved (``MOVED``) are carried to their new place, so that checkpoints saved
-    before the move still load; in a YAML recipe they are an error naming the new place."""
+    Keys that moved (``MOVED``) or were replaced (``REPLACED``) are carried to their new place,
+    so that checkpoints saved before the move still load; in a YAML recipe they are an error
+    naming the new place."""
     return _recipe(_migrate(d), modalities, [])
 
 
@@ -452,6 +467,14 @@ def _migrate(d: Any) -> Any:
             target = d.setdefault(s_new, {})
             if isinstance(target, dict):
                 target.setdefault(k_new, value)
+    for old, (new, convert, _) in REPLACED.items():
+        (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
+        section = d.get(s_old)
+        if isinstance(section, dict) and k_old in section:
+            value = section.pop(k_old)
+            target = d.setdefault(s_new, {})
+            if isinstance(target, dict):
+                target.setdefault(k_new, convert(value))
     return d
 
 
@@ -512,6 +535,9 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
     for key in data:
         if _join(path, key) in MOVED:
             errors.append(f"{_join(path, key)}: moved to {MOVED[_join(path, key)]}")
+        elif _join(path, key) in REPLACED:
+            new, _, hint = REPLACED[_join(path, key)]
+            errors.append(f"{_join(path, key)}: replaced by {new} ({hint})")
         elif key not in fields:
             errors.append(f"{_join(path, _name(key))}: unknown key — {_suggest_key(str(key), list(fields))}")
     hints, values, ok, failed = _hints(cls), {}, True, set()

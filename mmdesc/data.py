@@ -199,13 +199,24 @@ class Batch:
     inputs: Tensor | None  # (B, T) BOS + target
     outputs: Tensor | None  # (B, T) target + EOS
     failures: list = field(default_factory=list)
+    weight: float = 1.0  # of its loss in a step (0: it only stands in for a batch that failed)
 
 
 class BucketSampler(torch.utils.data.Sampler):
-    """``bucket_batches`` of one epoch as a batch sampler, from batch ``start`` on."""
+    """``bucket_batches`` of one epoch as a batch sampler, from batch ``start`` on.
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, epoch: int, start: int = 0):
-        self.batches = bucket_batches(lengths, batch_size, seed, epoch)[start:]
+    Each batch is one optimisation step of the whole run. With ``world`` processes and
+    ``accumulate`` micro-batches per step it is cut into ``world * accumulate`` shards (shard
+    j: every (world * accumulate)-th pair from the j-th on, so the shards keep the batch's
+    lengths) and process ``rank`` yields its ``accumulate`` shards of every step in turn. A
+    batch too small to give every shard a pair is left out on every process alike, so all of
+    them take the same steps; with one process and no accumulation none is."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, epoch: int, start: int = 0,
+                 rank: int = 0, world: int = 1, accumulate: int = 1):
+        parts = world * accumulate
+        self.steps = [b for b in bucket_batches(lengths, batch_size, seed, epoch) if len(b) >= parts][start:]
+        self.batches = [b[m * world + rank::parts] for b in self.steps for m in range(accumulate)]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)

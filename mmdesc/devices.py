@@ -30,3 +30,39 @@ def problem(name: str) -> str | None:
     if index >= n:
         return f"{name}: this machine has {n} CUDA device{'s' if n > 1 else ''} (cuda:0..cuda:{n - 1})"
     return None
+
+
+def resolve(name: str) -> str:
+    """``auto`` made concrete: cuda where this machine has a CUDA device, else cpu."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision_problem(precision: str, name: str) -> str | None:
+    """Why training in ``precision`` (fp32, bf16, fp16) cannot run on device ``name`` here (one
+    phrase), or None when it can: fp16 needs CUDA (its grad scaler), bf16 a GPU or CPU that has it."""
+    if precision not in ("bf16", "fp16"):
+        return None
+    kind = resolve(name).partition(":")[0]
+    if precision == "fp16" and kind != "cuda":
+        return f"fp16 trains on a CUDA GPU only (with a grad scaler); on {kind} use bf16 or fp32"
+    import torch
+
+    if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        return "bf16: this GPU has no bfloat16; use fp16 or fp32"
+    if precision == "bf16" and kind == "cpu" and not torch.backends.mkldnn.is_available():
+        return "bf16: this CPU build has no bfloat16 kernels (oneDNN); use fp32"
+    if precision == "bf16" and kind == "cpu" and not cpu_has_bf16():
+        return "bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX); use fp32"
+    return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (oneDNN's own check)."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False

@@ -48,6 +48,11 @@ def ctc_loss(logits: Tensor, ctx: ContextSet, outputs: Tensor) -> Tensor:
 class Objective:
     """The weighted sum of the terms above; ``__call__`` runs the model in teacher forcing."""
 
+    # What each term is a mean over within a batch ("tokens" or "inputs"; a term not named here:
+    # inputs). A step whose batch is split over processes or micro-batches weighs each part's
+    # terms by its share of these, so that it follows the gradient of the whole batch.
+    MEAN_OVER = {"xent": "tokens"}
+
     def __init__(self, label_smoothing: float = 0.0, ds_penalty: float = 0.0, ctc: float = 0.0):
         if not 0.0 <= ctc < 1.0:
             raise ValueError(f"ctc weight must be in [0, 1), got {ctc}")
@@ -63,13 +68,19 @@ class Objective:
         logits, alphas, ctx = model(batch, inputs)
         terms = {"xent": F.cross_entropy(logits.float().flatten(0, 1), outputs.flatten(), ignore_index=PAD,
                                          label_smoothing=self.label_smoothing)}  # (B*T, V) vs (B*T,)
-        total = terms["xent"] * (1.0 - self.ctc)
         if self.ds_penalty > 0:
             terms["ds"] = doubly_stochastic_penalty(alphas.float(), (outputs != PAD).float(), ctx.mask.float())
-            total = total + self.ds_penalty * terms["ds"]
         if self.ctc > 0:
             if getattr(model, "ctc_head", None) is None:
                 raise ValueError("the CTC term needs a model built with a CTC head (loss.ctc > 0 in the recipe)")
             terms["ctc"] = ctc_loss(model.ctc_head(ctx.vectors), ctx, outputs)  # (B, N, D) -> (B, N, V)
+        return self.combine(terms), terms
+
+    def combine(self, terms: dict[str, Tensor]) -> Tensor:
+        """The total loss from its named terms (those ``__call__`` returns, or parts of them)."""
+        total = terms["xent"] * (1.0 - self.ctc)
+        if "ds" in terms:
+            total = total + self.ds_penalty * terms["ds"]
+        if "ctc" in terms:
             total = total + self.ctc * terms["ctc"]
-        return total, terms
+        return total

@@ -42,7 +42,8 @@ LOG = "metrics.jsonl"
 APPLIED = ("train.lr", "train.max_steps", "train.max_minutes")
 FREE = ("name", "out", "data.root", "search", "train.valid_every", "train.valid_size", "train.save_every",
         "train.keep_last", "train.log_every", "train.patience", "train.device", "train.threads", "train.amp",
-        "train.compile", "train.skip_bad", "train.workers", "train.check_data", "train.bucket")
+        "train.precision", "train.accumulate", "train.peer_timeout", "train.compile", "train.skip_bad",
+        "train.workers", "train.check_data", "train.bucket")
 
 
 class RunFolder:
@@ -73,6 +74,14 @@ class RunFolder:
             raise MmdescError(f"{self.path}: cannot use as a run folder ({e.strerror or e})") from None
         for done in checkpoint.recover(self.path):
             self.say(f"{self.path}: {done}")
+
+    def check_free(self) -> None:
+        """Raise ``BusyError`` now when another training holds the folder; takes nothing, makes
+        nothing (the processes that ``mmdesc train --nproc`` starts take the lock themselves)."""
+        if (self.path / LOCK).is_file():
+            fd = _lock(self.path / LOCK)
+            _HELD.discard(fd)
+            os.close(fd)
 
     def release(self, remove_if_unused: bool = False) -> None:
         """Let the lock go. ``remove_if_unused``: a folder this hold created and nothing was

@@ -118,12 +118,12 @@ def test_good_recipe_loads_with_modality_types_and_defaults(tmp_path):
 
 
 def test_overrides_change_values_and_types(tmp_path):
-    r = load(tmp_path, overrides=["decoder.hidden=11", "train.lr=3e-4", "train.amp=true",
+    r = load(tmp_path, overrides=["decoder.hidden=11", "train.lr=3e-4", "train.skip_bad=true",
                                   "data.test={captions: test.json}", "data.synth=null",
                                   "search.max_len_a=1", "input.mean=[1, 2]", "name=123abc",
                                   "encoder.weights=/tmp/w.safetensors", "seed=7"])
     assert r.decoder.hidden == 11
-    assert r.train.lr == 3e-4 and r.train.amp is True
+    assert r.train.lr == 3e-4 and r.train.skip_bad is True
     assert r.data.test == FakeImageSplit(captions="test.json")
     assert r.data.synth is None
     assert r.search.max_len_a == 1.0 and isinstance(r.search.max_len_a, float)
@@ -159,7 +159,7 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
 
 def test_all_errors_reported_together(tmp_path):
     found = problems(tmp_path, overrides=["decoder.hiden=5", "decoder.attention=luong2",
-                                          "train.lr=fast", "search.beam=2.5", "train.amp=1",
+                                          "train.lr=fast", "search.beam=2.5", "train.skip_bad=1",
                                           "data.valid.captions=null"])
     assert found == [
         "data.valid.captions: expected a string, got null",
@@ -167,7 +167,7 @@ def test_all_errors_reported_together(tmp_path):
         "decoder.attention: 'luong2' is not one of {mlp, dot, location}",
         "search.beam: expected an integer, got 2.5",
         "train.lr: expected a number, got 'fast'",
-        "train.amp: expected true or false, got 1",
+        "train.skip_bad: expected true or false, got 1",
     ]
 
 
