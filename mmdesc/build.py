@@ -134,7 +134,12 @@ def use_search(trained, search) -> dict:
     """Set ``trained``'s model up for the search section ``search`` (``compile``: the fused
     attention score) and return the arguments of ``Describer.generate``."""
     trained.model.decoder.fuse_attention(search.compile)
-    return search_kwargs(search)
+    kwargs = search_kwargs(search)
+    if search.sample:  # one stream of draws for every batch the command decodes
+        from mmdesc.search.sample import generator_for
+
+        kwargs["generator"] = generator_for(next(trained.model.parameters()).device, search.seed)
+    return kwargs
 
 
 def checkpoint_meta(recipe, reader, tokenizer, **extra) -> dict:

@@ -20,11 +20,13 @@ def _device(ctx, param, value: str) -> str:
 
 
 def search_options(f):
-    """--beam, --n-best, --max-len, --batch-size, --device: override the checkpoint's search settings."""
-    from mmdesc.config import MAX_BATCH, MAX_BEAM, MAX_OUTPUT
+    """--beam, --n-best, --max-len, --batch-size, --device, and the options against repetition
+    and for sampling: override the checkpoint's search settings."""
+    from mmdesc.config import MAX_BATCH, MAX_BEAM, MAX_OUTPUT, MAX_SEED, MAX_VOCAB
 
     @click.option("--beam", type=click.IntRange(1, MAX_BEAM), default=None, help="Beam size (1 = greedy). [recipe's]")
-    @click.option("--n-best", type=click.IntRange(1, MAX_BEAM), default=None, help="Hypotheses per input. [1]")
+    @click.option("--n-best", type=click.IntRange(1, MAX_BEAM), default=None,
+                  help="Hypotheses per input (samples, with --sample). [1]")
     @click.option("--max-len", type=click.IntRange(1, MAX_OUTPUT), default=None,
                   help="Longest output in tokens. [recipe's]")
     @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=None,
@@ -34,21 +36,43 @@ def search_options(f):
                   help="Run additive attention's score as one loop compiled by torch.compile: up to "
                        "2x faster decoding of large batches over many positions (images); the first "
                        "batch waits ~10 s to compile. [recipe's]")
+    @click.option("--no-repeat-ngram", type=click.IntRange(0, MAX_OUTPUT), default=None, metavar="N",
+                  help="Never repeat an n-gram of N tokens within an output (0 = allowed). [recipe's]")
+    @click.option("--repetition-penalty", type=click.FloatRange(0, 100, min_open=True), default=None,
+                  help="> 1: a token already in the output has its log-probability multiplied by this. [recipe's]")
+    @click.option("--sample/--no-sample", default=None,
+                  help="Draw --n-best samples per input from the model instead of searching. [recipe's]")
+    @click.option("--temperature", type=click.FloatRange(0, 100, min_open=True), default=None,
+                  help="With --sample: < 1 sharper, > 1 more varied. [recipe's]")
+    @click.option("--top-k", type=click.IntRange(0, MAX_VOCAB), default=None,
+                  help="With --sample: draw among the K most likely tokens (0 = all). [recipe's]")
+    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+                  help="With --sample: draw within the smallest set of tokens whose probability reaches P. [recipe's]")
+    @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+                  help="With --sample: the same seed, inputs and batch size give the same samples. [recipe's]")
     @functools.wraps(f)
-    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, **kwargs):
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, no_repeat_ngram, repetition_penalty,
+                sample, temperature, top_k, top_p, seed, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
-                                    compile=compile_), device=device, **kwargs)
+                                    compile=compile_, no_repeat_ngram=no_repeat_ngram,
+                                    repetition_penalty=repetition_penalty, sample=sample, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, seed=seed), device=device, **kwargs)
     return wrapper
 
 
 def resolve_search(recipe_search, options: dict):
-    """The checkpoint's search section with the command line's values put over it."""
+    """The checkpoint's search section with the command line's values put over it (checked
+    as a recipe's: a sampling option without sampling is refused in one line)."""
     changes = {k: v for k, v in options.items() if v is not None}
     s = replace(recipe_search, **changes)
-    if changes.get("n_best") and s.beam < s.n_best:
+    if changes.get("n_best") and s.beam < s.n_best and not s.sample:
         s = replace(s, beam=s.n_best)
     if "n_best" not in changes:
         s = replace(s, n_best=1)
+    problems = s.problems()
+    if problems:
+        raise click.UsageError("search settings: " + "; ".join(p.replace("(sample: true)", "(--sample)")
+                                                               for p in problems))
     return s
 
 

@@ -92,7 +92,8 @@ def command(data_overrides, checkpoint, split, limit, search, device, as_json, h
         click.echo(json.dumps(result, indent=1))
         _fail_if_skipped(loaded, examples)
         return
-    table = Table(title=f"{model.path} on {split} ({len(loaded.items)} inputs, beam {s.beam})")
+    how = "sampling" if s.sample else f"beam {s.beam}"
+    table = Table(title=f"{model.path} on {split} ({len(loaded.items)} inputs, {how})")
     table.add_column("metric")
     table.add_column("score", justify="right")
     for key, label in LABELS.items():
