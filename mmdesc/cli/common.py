@@ -76,6 +76,52 @@ def resolve_search(recipe_search, options: dict):
     return s
 
 
+def ensemble_options(f):
+    """--ensemble CKPT (repeatable) and --ensemble-attention: decode with several models at once."""
+
+    @click.option("--ensemble", "ensemble", multiple=True, metavar="CKPT",
+                  help="Another checkpoint (or run folder) of the same task and tokenizer, decoded together "
+                       "with --checkpoint: the search uses the mean of the models' log-probabilities at "
+                       "every step. Repeat it for more models.")
+    @click.option("--ensemble-attention", default="mean", show_default=True, metavar="mean|N",
+                  help="With --ensemble: the attention shown and scored is the models' mean, or model N's "
+                       "(0 = --checkpoint's, 1 = the first --ensemble's, ...).")
+    @functools.wraps(f)
+    def wrapper(*args, ensemble, ensemble_attention, **kwargs):
+        which = ensemble_attention.strip().lower()
+        if which != "mean":
+            if not which.isdigit() or int(which) > len(ensemble):
+                raise click.BadParameter(f"{ensemble_attention!r} is neither 'mean' nor a model number in "
+                                         f"0..{len(ensemble)}", param_hint="'--ensemble-attention'")
+            which = int(which)
+        return f(*args, ensemble=(tuple(ensemble), which), **kwargs)
+    return wrapper
+
+
+def join_ensembles(models: list, ensemble: tuple, device: str) -> list:
+    """Each model with the --ensemble checkpoints of its modality joined to it (``build.ensemble``).
+    With one --checkpoint every --ensemble joins it; with several, each joins the one of its
+    modality, and one that has none (or more than one) is a one-line error."""
+    from mmdesc.build import ensemble as build_ensemble, load_trained
+    from mmdesc.errors import CheckpointError
+
+    paths, attention = ensemble
+    if not paths:
+        return models
+    joined: dict[int, list] = {id(m): [] for m in models}
+    for p in paths:
+        member = load_trained(p, device)
+        mine = [m for m in models if len(models) == 1 or m.modality == member.modality]
+        if len(mine) != 1:
+            raise CheckpointError(f"{member.path}: --ensemble of a {member.modality} model: "
+                                  f"{'no' if not mine else 'more than one'} --checkpoint is one to join")
+        joined[id(mine[0])].append(member)
+    if attention != "mean" and any(attention > len(group) for group in joined.values() if group):
+        raise click.BadParameter(f"model {attention}: an ensemble here has fewer models",
+                                 param_hint="'--ensemble-attention'")
+    return [build_ensemble([m, *joined[id(m)]], attention) if joined[id(m)] else m for m in models]
+
+
 def hypotheses_json(described) -> list[dict]:
     """n-best descriptions as JSON-able dicts (attention per output word over the input)."""
     return [{"text": d.text, "score": round(d.score, 4), "words": d.words,
