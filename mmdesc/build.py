@@ -134,7 +134,12 @@ def use_search(trained, search) -> dict:
     """Set ``trained``'s model up for the search section ``search`` (``compile``: the fused
     attention score) and return the arguments of ``Describer.generate``."""
     trained.model.decoder.fuse_attention(search.compile)
-    return search_kwargs(search)
+    kwargs = search_kwargs(search)
+    if search.sample:  # one stream of draws for every batch the command decodes
+        from mmdesc.search.sample import generator_for
+
+        kwargs["generator"] = generator_for(next(trained.model.parameters()).device, search.seed)
+    return kwargs
 
 
 def checkpoint_meta(recipe, reader, tokenizer, **extra) -> dict:
@@ -525,3 +530,28 @@ def setup_parallel(model, device, processes):
 
     with processes.talking():
         return Parallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def ensemble(members: list[Trained], attention: str | int = "mean") -> Trained:
+    """One Trained that decodes with all ``members`` at once (``mmdesc.ensemble``): the first
+    gives the reader, tokenizer, recipe (its search settings) and path. The members must
+    be of one modality, share the tokenizer and read inputs the same way (input settings and
+    reader state); otherwise one ``CheckpointError`` line. ``attention``: "mean" or the index of
+    the member whose attention is shown."""
+    from mmdesc.ensemble import ensemble_model
+    from mmdesc.errors import CheckpointError
+
+    first = members[0]
+    for m in members[1:]:
+        if m.modality != first.modality:
+            why = f"its modality is {m.modality}, {first.path}'s is {first.modality}"
+        elif m.tokenizer.to_dict() != first.tokenizer.to_dict():
+            why = f"its tokenizer differs from {first.path}'s; an ensemble's models must share one"
+        elif asdict(m.recipe.input) != asdict(first.recipe.input) or m.reader.state() != first.reader.state():
+            why = f"it reads inputs differently from {first.path} (input settings or the reader's state)"
+        else:
+            continue
+        raise CheckpointError(f"{m.path}: cannot join an ensemble: {why}")
+    model = ensemble_model([m.model for m in members], attention)
+    meta = {**first.meta, "ensemble": [str(m.path) for m in members]}
+    return Trained(model, first.reader, first.tokenizer, first.recipe, meta, first.path)

@@ -179,14 +179,28 @@ class SearchConfig:
     batch_size: int = 64
     compile: bool = False  # additive attention's score as one torch.compile'd loop (Decoder.fuse_attention)
     max_attention_shift: int = 0  # > 0: end a hypothesis whose attention peak jumps further than this
+    no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size within a hypothesis
+    repetition_penalty: float = 1.0  # > 1: a token already said has its log-probability multiplied by it
+    sample: bool = False  # draw n_best samples per input instead of searching (beam is not used)
+    temperature: float = 1.0  # sampling only: < 1 sharper, > 1 flatter
+    top_k: int = 0  # sampling only: draw among the k most likely tokens (0 = all)
+    top_p: float = 1.0  # sampling only: draw within the smallest set of tokens whose probability reaches p
+    seed: int = 0  # sampling only: the same seed, inputs and batch size give the same samples
 
     def problems(self) -> list[str]:
-        found = _positive(self, "beam", "n_best", "max_len", "batch_size")
-        found += _non_negative(self, "max_len_a", "min_len", "length_penalty", "max_attention_shift")
+        found = _positive(self, "beam", "n_best", "max_len", "batch_size", "repetition_penalty", "temperature",
+                          "top_p")
+        found += _non_negative(self, "max_len_a", "min_len", "length_penalty", "max_attention_shift",
+                               "no_repeat_ngram", "top_k")
         found += check_range(self, 1, MAX_BEAM, "beam", "n_best") + check_range(self, 1, MAX_BATCH, "batch_size")
-        found += check_range(self, 0, MAX_OUTPUT, "max_len", "min_len", "max_attention_shift") + \
+        found += check_range(self, 0, MAX_OUTPUT, "max_len", "min_len", "max_attention_shift", "no_repeat_ngram") + \
             check_range(self, -MAX_OUTPUT, MAX_OUTPUT, "max_len_b")
-        if self.n_best > self.beam:
+        found += check_range(self, 0, 100, "repetition_penalty", "temperature") + check_range(self, 0, 1, "top_p")
+        found += check_range(self, 0, MAX_VOCAB, "top_k") + check_range(self, 0, MAX_SEED, "seed")
+        if not self.sample:
+            found += [f"{name}: only used when sampling (sample: true)" for name, off in
+                      (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0)) if getattr(self, name) != off]
+        if self.n_best > self.beam and not self.sample:
             found.append(f"n_best: must be <= beam ({self.beam}), got {self.n_best}")
         if self.min_len > self.max_len:
             found.append(f"min_len: must be <= max_len ({self.max_len}), got {self.min_len}")

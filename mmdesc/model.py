@@ -33,12 +33,16 @@ class Describer(nn.Module):
     def generate(self, batch: dict, *, beam: int = 5, n_best: int = 1, max_len: int = 50,
                  max_len_a: float = 0.0, max_len_b: int = 0, min_len: int = 0,
                  length_penalty: float = 1.0, max_attention_shift: int = 0, attention: bool = True,
-                 bos: int = 1, eos: int = 2) -> tuple[list[list[Hypothesis]], list]:
+                 bos: int = 1, eos: int = 2, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+                 sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int = 0, generator: torch.Generator | None = None) -> tuple[list[list[Hypothesis]], list]:
         """n-best hypotheses per input, best first, with their attention (``attention=False``:
-        without, and cheaper); and each input's layout."""
+        without, and cheaper); and each input's layout. The search options are ``decode``'s."""
         ctx = self.encode(batch)
         limits = output_limits(ctx.lengths, max_len, max_len_a, max_len_b)
         hyps = decode(self.decoder, ctx, beam=beam, n_best=n_best, max_lens=limits, min_len=min_len,
                       length_penalty=length_penalty, max_attention_shift=max_attention_shift,
-                      attention=attention, bos=bos, eos=eos)
+                      attention=attention, bos=bos, eos=eos, no_repeat_ngram=no_repeat_ngram,
+                      repetition_penalty=repetition_penalty, sample=sample, temperature=temperature,
+                      top_k=top_k, top_p=top_p, seed=seed, generator=generator)
         return hyps, ctx.layouts

@@ -25,6 +25,7 @@ COMMANDS = {
     "describe": ("mmdesc.cli.describe", "Describe images (and other media) with a trained model."),
     "translate": ("mmdesc.cli.translate", "Translate sentences (arguments or standard input)."),
     "evaluate": ("mmdesc.cli.evaluate", "Score a trained model on a split: BLEU, chrF, CIDEr-D, attention."),
+    "average": ("mmdesc.cli.average", "Average the weights of a run's last checkpoints into one checkpoint."),
     "compare": ("mmdesc.cli.compare", "Compare how models of different modalities attend: table, figures, report."),
     "data": ("mmdesc.cli.data", "Corpus tools: generate the synthetic multimodal corpus."),
 }

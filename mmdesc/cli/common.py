@@ -20,11 +20,13 @@ def _device(ctx, param, value: str) -> str:
 
 
 def search_options(f):
-    """--beam, --n-best, --max-len, --batch-size, --device: override the checkpoint's search settings."""
-    from mmdesc.config import MAX_BATCH, MAX_BEAM, MAX_OUTPUT
+    """--beam, --n-best, --max-len, --batch-size, --device, and the options against repetition
+    and for sampling: override the checkpoint's search settings."""
+    from mmdesc.config import MAX_BATCH, MAX_BEAM, MAX_OUTPUT, MAX_SEED, MAX_VOCAB
 
     @click.option("--beam", type=click.IntRange(1, MAX_BEAM), default=None, help="Beam size (1 = greedy). [recipe's]")
-    @click.option("--n-best", type=click.IntRange(1, MAX_BEAM), default=None, help="Hypotheses per input. [1]")
+    @click.option("--n-best", type=click.IntRange(1, MAX_BEAM), default=None,
+                  help="Hypotheses per input (samples, with --sample). [1]")
     @click.option("--max-len", type=click.IntRange(1, MAX_OUTPUT), default=None,
                   help="Longest output in tokens. [recipe's]")
     @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=None,
@@ -34,22 +36,90 @@ def search_options(f):
                   help="Run additive attention's score as one loop compiled by torch.compile: up to "
                        "2x faster decoding of large batches over many positions (images); the first "
                        "batch waits ~10 s to compile. [recipe's]")
+    @click.option("--no-repeat-ngram", type=click.IntRange(0, MAX_OUTPUT), default=None, metavar="N",
+                  help="Never repeat an n-gram of N tokens within an output (0 = allowed). [recipe's]")
+    @click.option("--repetition-penalty", type=click.FloatRange(0, 100, min_open=True), default=None,
+                  help="> 1: a token already in the output has its log-probability multiplied by this. [recipe's]")
+    @click.option("--sample/--no-sample", default=None,
+                  help="Draw --n-best samples per input from the model instead of searching. [recipe's]")
+    @click.option("--temperature", type=click.FloatRange(0, 100, min_open=True), default=None,
+                  help="With --sample: < 1 sharper, > 1 more varied. [recipe's]")
+    @click.option("--top-k", type=click.IntRange(0, MAX_VOCAB), default=None,
+                  help="With --sample: draw among the K most likely tokens (0 = all). [recipe's]")
+    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+                  help="With --sample: draw within the smallest set of tokens whose probability reaches P. [recipe's]")
+    @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+                  help="With --sample: the same seed, inputs and batch size give the same samples. [recipe's]")
     @functools.wraps(f)
-    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, **kwargs):
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, no_repeat_ngram, repetition_penalty,
+                sample, temperature, top_k, top_p, seed, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
-                                    compile=compile_), device=device, **kwargs)
+                                    compile=compile_, no_repeat_ngram=no_repeat_ngram,
+                                    repetition_penalty=repetition_penalty, sample=sample, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, seed=seed), device=device, **kwargs)
     return wrapper
 
 
 def resolve_search(recipe_search, options: dict):
-    """The checkpoint's search section with the command line's values put over it."""
+    """The checkpoint's search section with the command line's values put over it (checked
+    as a recipe's: a sampling option without sampling is refused in one line)."""
     changes = {k: v for k, v in options.items() if v is not None}
     s = replace(recipe_search, **changes)
-    if changes.get("n_best") and s.beam < s.n_best:
+    if changes.get("n_best") and s.beam < s.n_best and not s.sample:
         s = replace(s, beam=s.n_best)
     if "n_best" not in changes:
         s = replace(s, n_best=1)
+    problems = s.problems()
+    if problems:
+        raise click.UsageError("search settings: " + "; ".join(p.replace("(sample: true)", "(--sample)")
+                                                               for p in problems))
     return s
+
+
+def ensemble_options(f):
+    """--ensemble CKPT (repeatable) and --ensemble-attention: decode with several models at once."""
+
+    @click.option("--ensemble", "ensemble", multiple=True, metavar="CKPT",
+                  help="Another checkpoint (or run folder) of the same task and tokenizer, decoded together "
+                       "with --checkpoint: the search uses the mean of the models' log-probabilities at "
+                       "every step. Repeat it for more models.")
+    @click.option("--ensemble-attention", default="mean", show_default=True, metavar="mean|N",
+                  help="With --ensemble: the attention shown and scored is the models' mean, or model N's "
+                       "(0 = --checkpoint's, 1 = the first --ensemble's, ...).")
+    @functools.wraps(f)
+    def wrapper(*args, ensemble, ensemble_attention, **kwargs):
+        which = ensemble_attention.strip().lower()
+        if which != "mean":
+            if not which.isdigit() or int(which) > len(ensemble):
+                raise click.BadParameter(f"{ensemble_attention!r} is neither 'mean' nor a model number in "
+                                         f"0..{len(ensemble)}", param_hint="'--ensemble-attention'")
+            which = int(which)
+        return f(*args, ensemble=(tuple(ensemble), which), **kwargs)
+    return wrapper
+
+
+def join_ensembles(models: list, ensemble: tuple, device: str) -> list:
+    """Each model with the --ensemble checkpoints of its modality joined to it (``build.ensemble``).
+    With one --checkpoint every --ensemble joins it; with several, each joins the one of its
+    modality, and one that has none (or more than one) is a one-line error."""
+    from mmdesc.build import ensemble as build_ensemble, load_trained
+    from mmdesc.errors import CheckpointError
+
+    paths, attention = ensemble
+    if not paths:
+        return models
+    joined: dict[int, list] = {id(m): [] for m in models}
+    for p in paths:
+        member = load_trained(p, device)
+        mine = [m for m in models if len(models) == 1 or m.modality == member.modality]
+        if len(mine) != 1:
+            raise CheckpointError(f"{member.path}: --ensemble of a {member.modality} model: "
+                                  f"{'no' if not mine else 'more than one'} --checkpoint is one to join")
+        joined[id(mine[0])].append(member)
+    if attention != "mean" and any(attention > len(group) for group in joined.values() if group):
+        raise click.BadParameter(f"model {attention}: an ensemble here has fewer models",
+                                 param_hint="'--ensemble-attention'")
+    return [build_ensemble([m, *joined[id(m)]], attention) if joined[id(m)] else m for m in models]
 
 
 def hypotheses_json(described) -> list[dict]:

@@ -8,7 +8,8 @@ from pathlib import Path, PurePath
 
 import click
 
-from mmdesc.cli.common import draw, hypotheses_json, require_task, resolve_search, search_options, writable_dir
+from mmdesc.cli.common import (draw, ensemble_options, hypotheses_json, join_ensembles, require_task, resolve_search,
+                               search_options, writable_dir)
 
 
 def expand(paths: tuple[str, ...], suffixes: set[str]) -> tuple[list[Path], list]:
@@ -77,6 +78,7 @@ def router(models: list, modalities) -> "callable":
               help="Checkpoint or run folder; repeat it to describe several modalities at once "
                    "(each file goes to the model of its kind: by suffix, then by its streams).")
 @search_options
+@ensemble_options
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False), default=None,
               help="Write one PNG per input under this folder, named by the input's path: the input "
                    "and where the model looked for each word.")
@@ -84,7 +86,7 @@ def router(models: list, modalities) -> "callable":
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write one self-contained HTML page (no network needed): each input's sentence, where "
                    "the model looked for each word (hover, click, play), the n-best list and statistics.")
-def command(files, checkpoints, search, device, attention_dir, as_json, html_path) -> None:
+def command(files, checkpoints, search, device, ensemble, attention_dir, as_json, html_path) -> None:
     """Describe FILES (images, videos, sound...; folders are searched for the kinds the
     checkpoints read) in natural language.
 
@@ -103,7 +105,7 @@ def command(files, checkpoints, search, device, attention_dir, as_json, html_pat
     from mmdesc.predict import describe
 
     writable_dir(attention_dir, "--attention")
-    models = [load_trained(c, device) for c in checkpoints]
+    models = join_ensembles([load_trained(c, device) for c in checkpoints], ensemble, device)
     for m in models:
         require_task(m, reads_files=True)
     route_one, suffixes = router(models, MODALITIES)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from mmdesc.alignment import LABELS as ATTENTION_LABELS
-from mmdesc.cli.common import resolve_search, search_options, writable_file
+from mmdesc.cli.common import ensemble_options, join_ensembles, resolve_search, search_options, writable_file
 
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
           "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
@@ -29,9 +29,10 @@ LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLE
               help="test_shift: the test split drawn outside the training ranges, where the recipe names one.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N inputs.")
 @search_options
+@ensemble_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
 @click.option("--hypotheses", type=click.Path(dir_okay=False), default=None, help="Also write the best hypotheses here, one per line.")
-def command(data_overrides, checkpoint, split, limit, search, device, as_json, hypotheses) -> None:
+def command(data_overrides, checkpoint, split, limit, search, device, ensemble, as_json, hypotheses) -> None:
     """Score a trained model on a split of the corpus its recipe names, or on any split in
     a format the modality reads, given as ``data.*`` overrides of the recipe, e.g.
 
@@ -66,7 +67,7 @@ def command(data_overrides, checkpoint, split, limit, search, device, as_json, h
     from mmdesc.errors import DataError
 
     writable_file(hypotheses, "--hypotheses")
-    model = load_trained(checkpoint, device)
+    model, = join_ensembles([load_trained(checkpoint, device)], ensemble, device)
     if data_overrides:
         model.recipe = with_data(model.recipe, data_overrides)
     examples = read_split(model.recipe, split)[:limit]
@@ -85,6 +86,8 @@ def command(data_overrides, checkpoint, split, limit, search, device, as_json, h
     result.update({"split": split, "n": len(loaded.items), "skipped": len(loaded.failures),
                    "beam": s.beam, "seconds": round(seconds, 2),
                    "items_per_second": round(len(loaded.items) / seconds, 1), "checkpoint": str(model.path)})
+    if "ensemble" in model.meta:
+        result["ensemble"] = model.meta["ensemble"]
     if hypotheses:
         with open(hypotheses, "w", encoding="utf-8") as f:
             f.write("".join(h + "\n" for h in hyps))
@@ -92,7 +95,9 @@ def command(data_overrides, checkpoint, split, limit, search, device, as_json, h
         click.echo(json.dumps(result, indent=1))
         _fail_if_skipped(loaded, examples)
         return
-    table = Table(title=f"{model.path} on {split} ({len(loaded.items)} inputs, beam {s.beam})")
+    name = " + ".join(model.meta.get("ensemble", [str(model.path)]))
+    how = "sampling" if s.sample else f"beam {s.beam}"
+    table = Table(title=f"{name} on {split} ({len(loaded.items)} inputs, {how})")
     table.add_column("metric")
     table.add_column("score", justify="right")
     for key, label in LABELS.items():

@@ -10,7 +10,8 @@ from typing import Iterator
 
 import click
 
-from mmdesc.cli.common import draw, hypotheses_json, require_task, resolve_search, search_options, writable_dir
+from mmdesc.cli.common import (draw, ensemble_options, hypotheses_json, join_ensembles, require_task, resolve_search,
+                               search_options, writable_dir)
 
 
 def stdin_batches(stream, size: int) -> Iterator[list[str | bytes]]:
@@ -42,10 +43,11 @@ def _waiting(stream) -> bool:
 @click.argument("texts", nargs=-1)
 @click.option("--checkpoint", "-c", required=True, help="Checkpoint or run folder of a text model.")
 @search_options
+@ensemble_options
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False), default=None,
               help="Write one alignment matrix PNG per sentence.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: hypotheses, scores, attention.")
-def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
+def command(texts, checkpoint, search, device, ensemble, attention_dir, as_json) -> None:
     """Translate TEXTS, or standard input line by line when none are given.
 
     One output line per input line, in order; an empty line gives an empty line. Input
@@ -59,7 +61,7 @@ def command(texts, checkpoint, search, device, attention_dir, as_json) -> None:
     from mmdesc.predict import describe
 
     writable_dir(attention_dir, "--attention")
-    model = load_trained(checkpoint, device)
+    model, = join_ensembles([load_trained(checkpoint, device)], ensemble, device)
     require_task(model, reads_files=False)
     s = resolve_search(model.recipe.search, search)
     kwargs = use_search(model, s)

@@ -40,21 +40,33 @@ def output_limits(lengths: Tensor, max_len: int, max_len_a: float = 0.0, max_len
 @torch.inference_mode()
 def decode(decoder, ctx: ContextSet, *, beam: int = 5, n_best: int = 1, max_lens: Tensor | int = 50,
            min_len: int = 0, length_penalty: float = 0.0, max_attention_shift: int = 0, attention: bool = True,
-           bos: int = 1, eos: int = 2) -> list[list[Hypothesis]]:
-    """Greedy search when ``beam == 1 and n_best == 1``, batched beam search otherwise.
+           bos: int = 1, eos: int = 2, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+           sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+           generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+    """Greedy search when ``beam == 1 and n_best == 1``, batched beam search otherwise;
+    with ``sample``, ``n_best`` samples per input instead (``beam`` is not used).
 
     ``max_attention_shift`` > 0 ends a hypothesis (only EOS may follow) once its attention
     peak moves back by more than that many positions or stays on one position for more than
     that many steps (``attention_guard``): long inputs cannot loop. ``attention=False``:
-    hypotheses carry no attention (``alpha`` None), and search keeps none."""
+    hypotheses carry no attention (``alpha`` None), and search keeps none.
+    ``no_repeat_ngram`` > 0 forbids repeating an n-gram of that size, ``repetition_penalty``
+    > 1 makes tokens already said less likely (``search/repeats.py``). Sampling
+    (``search/sample.py``) draws at ``temperature`` from the ``top_k`` most likely tokens
+    (0: all) within the ``top_p`` nucleus, from ``generator``, or a new one seeded with ``seed``."""
     from mmdesc.search.beam import beam_search
     from mmdesc.search.greedy import greedy_search
+    from mmdesc.search.sample import Sampler, generator_for, sample_search
 
     if isinstance(max_lens, int):
         max_lens = torch.full((ctx.vectors.shape[0],), max_lens, dtype=torch.long)
     max_lens = max_lens.to(ctx.vectors.device)
     common = dict(max_lens=max_lens, min_len=min_len, length_penalty=length_penalty,
-                  max_attention_shift=max_attention_shift, attention=attention, bos=bos, eos=eos)
+                  max_attention_shift=max_attention_shift, attention=attention, bos=bos, eos=eos,
+                  no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+    if sample:
+        draw = generator if generator is not None else generator_for(ctx.vectors.device, seed)
+        return sample_search(decoder, ctx, n=n_best, sampler=Sampler(temperature, top_k, top_p, draw), **common)
     if beam == 1 and n_best == 1:
         return greedy_search(decoder, ctx, **common)
     return beam_search(decoder, ctx, beam=beam, n_best=n_best, **common)

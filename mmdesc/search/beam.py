@@ -11,6 +11,9 @@ tensor-only (no Python loop over inputs or beams):
   merged into a per-input buffer of the K best by length-normalised score;
 - ``prune``: the best K candidates that did not end continue as the new beams.
 
+Before ``expand``, the options against repetition (``search/repeats.py``) adjust the
+log-probabilities from each beam's tokens so far.
+
 An input is done once K hypotheses have finished (every input's beams are forced to end
 at its own length limit); done inputs leave the active batch.
 
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from mmdesc.contexts import ContextSet
 from mmdesc.search import Hypothesis, attention_guard, constrain, length_norm, to_hypotheses
+from mmdesc.search.repeats import discourage_repeats
 
 
 @dataclass
@@ -151,7 +155,8 @@ def drop_done(beams: Beams, pctx, y: Tensor, done: Tensor):
 
 def beam_search(decoder, ctx: ContextSet, *, beam: int, n_best: int, max_lens: Tensor, min_len: int = 0,
                 length_penalty: float = 0.0, max_attention_shift: int = 0, attention: bool = True,
-                bos: int = 1, eos: int = 2) -> list[list[Hypothesis]]:
+                bos: int = 1, eos: int = 2, no_repeat_ngram: int = 0,
+                repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
     if n_best > beam:
         raise ValueError(f"n_best={n_best} exceeds beam={beam}")
     b0, n, _ = ctx.vectors.shape
@@ -170,6 +175,8 @@ def beam_search(decoder, ctx: ContextSet, *, beam: int, n_best: int, max_lens: T
     y = torch.full((b0, 1), bos, dtype=torch.long, device=dev)
     for t in range(L):
         logprobs, beams.state, alpha = decoder.step(pctx, y, beams.state)  # (B, K, V), ..., (B, K, N)
+        if no_repeat_ngram > 0 or repetition_penalty != 1.0:
+            logprobs = discourage_repeats(logprobs, beams.tokens, no_repeat_ngram, repetition_penalty)
         logprobs = constrain(logprobs, t, beams.max_lens, min_len, eos, bos)
         peak, still = beams.peak, beams.still
         if max_attention_shift > 0:

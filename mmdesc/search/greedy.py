@@ -8,11 +8,12 @@ from torch import Tensor
 
 from mmdesc.contexts import ContextSet
 from mmdesc.search import Hypothesis, attention_guard, constrain, length_norm, to_hypotheses
+from mmdesc.search.repeats import discourage_repeats
 
 
 def greedy_search(decoder, ctx: ContextSet, *, max_lens: Tensor, min_len: int = 0, length_penalty: float = 0.0,
-                  max_attention_shift: int = 0, attention: bool = True, bos: int = 1,
-                  eos: int = 2) -> list[list[Hypothesis]]:
+                  max_attention_shift: int = 0, attention: bool = True, bos: int = 1, eos: int = 2,
+                  no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
     b, n, _ = ctx.vectors.shape
     dev = ctx.vectors.device
     pctx = decoder.prepare(ctx)
@@ -27,6 +28,9 @@ def greedy_search(decoder, ctx: ContextSet, *, max_lens: Tensor, min_len: int = 
     y = torch.full((b, 1), bos, dtype=torch.long, device=dev)
     for t in range(limit):
         logprobs, state, alpha = decoder.step(pctx, y, state)  # (B, 1, V), ..., (B, 1, N)
+        if no_repeat_ngram > 0 or repetition_penalty != 1.0:
+            logprobs = discourage_repeats(logprobs, tokens[active, :t][:, None],  # (B, t) -> (B, 1, t)
+                                          no_repeat_ngram, repetition_penalty)
         logprobs = constrain(logprobs, t, max_lens[active], min_len, eos, bos)
         if max_attention_shift > 0:
             logprobs, peak, still = attention_guard(logprobs, alpha, peak, still, t, max_attention_shift, eos)
