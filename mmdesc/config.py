@@ -177,8 +177,9 @@ class SearchConfig:
     min_len: int = 0
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     batch_size: int = 64
-    compile: bool = False  # additive attention's score as one torch.compile'd loop (Decoder.fuse_attention)
+    compile: bool = False  # the fused attention score (Decoder.fuse_attention); on CUDA also the step as CUDA graphs
     max_attention_shift: int = 0  # > 0: end a hypothesis whose attention peak jumps further than this
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # arithmetic of the search (mmdesc.precision)
 
     def problems(self) -> list[str]:
         found = _positive(self, "beam", "n_best", "max_len", "batch_size")

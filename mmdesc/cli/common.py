@@ -20,8 +20,10 @@ def _device(ctx, param, value: str) -> str:
 
 
 def search_options(f):
-    """--beam, --n-best, --max-len, --batch-size, --device: override the checkpoint's search settings."""
+    """--beam, --n-best, --max-len, --batch-size, --device, --compile, --precision: override the
+    checkpoint's search settings."""
     from mmdesc.config import MAX_BATCH, MAX_BEAM, MAX_OUTPUT
+    from mmdesc.precision import HELP as PRECISION_HELP, PRECISIONS
 
     @click.option("--beam", type=click.IntRange(1, MAX_BEAM), default=None, help="Beam size (1 = greedy). [recipe's]")
     @click.option("--n-best", type=click.IntRange(1, MAX_BEAM), default=None, help="Hypotheses per input. [1]")
@@ -31,13 +33,14 @@ def search_options(f):
                   help="Inputs decoded together. [recipe's]")
     @click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda, cuda:1 ...")
     @click.option("--compile/--no-compile", "compile_", default=None,
-                  help="Run additive attention's score as one loop compiled by torch.compile: up to "
-                       "2x faster decoding of large batches over many positions (images); the first "
-                       "batch waits ~10 s to compile. [recipe's]")
+                  help="Run additive attention's score as one loop compiled by torch.compile; the first "
+                       "batch waits ~10 s to compile. On CUDA also replay the decode step as CUDA graphs "
+                       "(one input at a time is then not bound by kernel launches). [recipe's]")
+    @click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
     @functools.wraps(f)
-    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, **kwargs):
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, precision, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
-                                    compile=compile_), device=device, **kwargs)
+                                    compile=compile_, precision=precision), device=device, **kwargs)
     return wrapper
 
 
