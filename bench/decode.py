@@ -22,6 +22,8 @@ configuration over N random context vectors for each N (a sweep, e.g. 64 200 800
 times one decode step there: step_ms (the whole ``Decoder.step`` at batch x beam 5) and
 attention_ms (the attention alone: query projection, score, softmax, weighted sum), with
 attention_share = attention_ms / step_ms. Every record carries its precision and positions.
+On CUDA, --compile also replays the decode step as CUDA graphs (mmdesc.graphs), as
+``search.compile`` does there.
 """
 from __future__ import annotations
 
@@ -122,13 +124,17 @@ def bench_step(report: Report, args, device, decoder, contexts, batch: int, beam
     report.emit("attention_share", "classic", t_att / t_step, "fraction", **params)
 
 
-def converted(module, precision: str):
-    """A copy of ``module`` (a Describer or a bare decoder) converted to ``precision``."""
+def converted(module, precision: str, graphs: bool):
+    """A copy of ``module`` (a Describer or a bare decoder) converted to ``precision``; ``graphs``:
+    its decode step replayed as CUDA graphs (``--compile`` on CUDA, as ``search.compile`` does)."""
     import copy
 
+    from mmdesc.graphs import capture_steps
     from mmdesc.precision import convert
 
-    return convert(copy.deepcopy(module), precision)
+    module = convert(copy.deepcopy(module), precision)
+    capture_steps(getattr(module, "decoder", module), graphs)
+    return module
 
 
 def cast_contexts(contexts, decoder):
@@ -169,6 +175,7 @@ def main() -> None:
     batches, beams = ((2,), (1, 3)) if quick else (BATCHES, BEAMS)
     batches, beams = args.batches or batches, args.beams or beams
     length = args.length or (4 if quick else 16)
+    graphs = args.compile and device.type == "cuda"
 
     if "default" in args.configs:
         trained = default_model(args.checkpoint, device, args.compile)
@@ -178,7 +185,7 @@ def main() -> None:
             limits.update(max_len=4, min_len=0)
         name = "trained" if args.checkpoint else "default"
         for precision in args.precision:
-            model = trained.model if precision == "fp32" else converted(trained.model, precision)
+            model = converted(trained.model, precision, graphs)
             mine = dataclasses.replace(trained, model=model)
             contexts = functools.partial(default_contexts, mine, device=device)
             tags = dict(precision=precision, positions=contexts(1).vectors.shape[1])
@@ -188,7 +195,7 @@ def main() -> None:
         base = classic_decoder(quick, device, args.compile)
         step_beam = 5 if 5 in beams else beams[-1]
         for precision in args.precision:
-            decoder = base if precision == "fp32" else converted(base, precision)
+            decoder = converted(base, precision, graphs)
             for positions in args.positions:
                 tags = dict(precision=precision, positions=positions)
                 contexts = cast_contexts(functools.partial(random_contexts, positions=positions,

@@ -73,15 +73,16 @@ class StepGraph:
         self.source = (pctx.vectors, pctx.mask, pctx.keys)  # held, so their memory is not reused
         self.y = y.clone()
         self.state = {k: v.clone() for k, v in state.items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the capture: workspaces, lazy inits, compiling
-            for _ in range(2):
-                decoder.eager_step(self.pctx, self.y, self.state)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = decoder.eager_step(self.pctx, self.y, self.state)
+        with torch.cuda.device(y.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the capture: workspaces, lazy inits, compiling
+                for _ in range(2):
+                    decoder.eager_step(self.pctx, self.y, self.state)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = decoder.eager_step(self.pctx, self.y, self.state)
 
     def replay(self, pctx, y, state):
         if any(a is not b for a, b in zip((pctx.vectors, pctx.mask, pctx.keys), self.source)):
