@@ -115,14 +115,15 @@ def reset_peak_memory(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def report_peak_memory(report: "Report", config: str, device) -> None:
+def report_peak_memory(report: "Report", config: str, device, **params) -> None:
     """Peak resident memory of the process so far, and on CUDA the tensors' peak since the reset."""
     import torch
 
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    report.emit("peak_rss", config, rss_kib / 1024, "MiB")
+    report.emit("peak_rss", config, rss_kib / 1024, "MiB", **params)
     if device.type == "cuda":
-        report.emit("peak_cuda_allocated", config, torch.cuda.max_memory_allocated(device) / 2**20, "MiB")
+        report.emit("peak_cuda_allocated", config, torch.cuda.max_memory_allocated(device) / 2**20, "MiB",
+                    **params)
 
 
 # ---------------------------------------------------------------- the report

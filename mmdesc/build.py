@@ -127,13 +127,18 @@ def build_objective(recipe):
 
 def search_kwargs(search) -> dict:
     """The search section as arguments of ``Describer.generate``."""
-    return {k: v for k, v in asdict(search).items() if k not in ("batch_size", "compile")}
+    return {k: v for k, v in asdict(search).items() if k not in ("batch_size", "compile", "precision")}
 
 
 def use_search(trained, search) -> dict:
     """Set ``trained``'s model up for the search section ``search`` (``compile``: the fused
-    attention score) and return the arguments of ``Describer.generate``."""
+    attention score, and on CUDA the decode step as CUDA graphs; ``precision``: the model
+    converted, ``mmdesc.precision``) and return the arguments of ``Describer.generate``."""
+    from mmdesc import graphs, precision
+
+    precision.convert(trained.model, search.precision)
     trained.model.decoder.fuse_attention(search.compile)
+    graphs.capture_steps(trained.model.decoder, search.compile)
     kwargs = search_kwargs(search)
     if search.sample:  # one stream of draws for every batch the command decodes
         from mmdesc.search.sample import generator_for

@@ -177,7 +177,7 @@ class SearchConfig:
     min_len: int = 0
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     batch_size: int = 64
-    compile: bool = False  # additive attention's score as one torch.compile'd loop (Decoder.fuse_attention)
+    compile: bool = False  # the fused attention score (Decoder.fuse_attention); on CUDA also the step as CUDA graphs
     max_attention_shift: int = 0  # > 0: end a hypothesis whose attention peak jumps further than this
     no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size within a hypothesis
     repetition_penalty: float = 1.0  # > 1: a token already said has its log-probability multiplied by it
@@ -186,6 +186,7 @@ class SearchConfig:
     top_k: int = 0  # sampling only: draw among the k most likely tokens (0 = all)
     top_p: float = 1.0  # sampling only: draw within the smallest set of tokens whose probability reaches p
     seed: int = 0  # sampling only: the same seed, inputs and batch size give the same samples
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # arithmetic of the search (mmdesc.precision)
 
     def problems(self) -> list[str]:
         found = _positive(self, "beam", "n_best", "max_len", "batch_size", "repetition_penalty", "temperature",

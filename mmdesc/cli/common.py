@@ -20,9 +20,10 @@ def _device(ctx, param, value: str) -> str:
 
 
 def search_options(f):
-    """--beam, --n-best, --max-len, --batch-size, --device, and the options against repetition
-    and for sampling: override the checkpoint's search settings."""
+    """--beam, --n-best, --max-len, --batch-size, --device, --compile, --precision, and the options
+    against repetition and for sampling: override the checkpoint's search settings."""
     from mmdesc.config import MAX_BATCH, MAX_BEAM, MAX_OUTPUT, MAX_SEED, MAX_VOCAB
+    from mmdesc.precision import HELP as PRECISION_HELP, PRECISIONS
 
     @click.option("--beam", type=click.IntRange(1, MAX_BEAM), default=None, help="Beam size (1 = greedy). [recipe's]")
     @click.option("--n-best", type=click.IntRange(1, MAX_BEAM), default=None,
@@ -33,9 +34,10 @@ def search_options(f):
                   help="Inputs decoded together. [recipe's]")
     @click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda, cuda:1 ...")
     @click.option("--compile/--no-compile", "compile_", default=None,
-                  help="Run additive attention's score as one loop compiled by torch.compile: up to "
-                       "2x faster decoding of large batches over many positions (images); the first "
-                       "batch waits ~10 s to compile. [recipe's]")
+                  help="Run additive attention's score as one loop compiled by torch.compile; the first "
+                       "batch waits ~10 s to compile. On CUDA also replay the decode step as CUDA graphs "
+                       "(one input at a time is then not bound by kernel launches). [recipe's]")
+    @click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
     @click.option("--no-repeat-ngram", type=click.IntRange(0, MAX_OUTPUT), default=None, metavar="N",
                   help="Never repeat an n-gram of N tokens within an output (0 = allowed). [recipe's]")
     @click.option("--repetition-penalty", type=click.FloatRange(0, 100, min_open=True), default=None,
@@ -51,10 +53,10 @@ def search_options(f):
     @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
                   help="With --sample: the same seed, inputs and batch size give the same samples. [recipe's]")
     @functools.wraps(f)
-    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, no_repeat_ngram, repetition_penalty,
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, precision, no_repeat_ngram, repetition_penalty,
                 sample, temperature, top_k, top_p, seed, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
-                                    compile=compile_, no_repeat_ngram=no_repeat_ngram,
+                                    compile=compile_, precision=precision, no_repeat_ngram=no_repeat_ngram,
                                     repetition_penalty=repetition_penalty, sample=sample, temperature=temperature,
                                     top_k=top_k, top_p=top_p, seed=seed), device=device, **kwargs)
     return wrapper

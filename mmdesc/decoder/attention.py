@@ -14,11 +14,16 @@ they hold::
 The state is part of the decoder's flat state dict, so beam search reorders it with the
 rest. Location-aware attention keeps the previous alignment there.
 
-Additive attention's score v . tanh(k_n + q) is elementwise work over (B, K, N, A): in
-eager PyTorch each of add, tanh and the product with v is a pass over a tensor of that
-size (128 MB at 64 inputs x 5 beams x 196 positions x 512), so the score costs more than
-all the decoder's matrix products together. ``fused=True`` runs it as one loop
-compiled by ``torch.compile`` instead, which never writes that tensor (``fused_score``).
+Additive attention's score v . tanh(k_n + q) is elementwise work over (B, K, N, A), 128 MB
+of float32 at 64 inputs x 5 beams x 196 positions x 512. ``additive_score`` computes it in
+blocks over inputs and positions that stay in the core's cache (``SCORE_BLOCK`` elements),
+so no (B, K, N, A) tensor is ever written and the cost per position stays flat as N grows
+(speech: hundreds to thousands of positions), and as 2 v . sigmoid(2x) - sum(v), since
+eager tanh on CPU costs six times a sigmoid. ``fused=True`` runs the score as one loop
+compiled by ``torch.compile`` instead (``fused_score``).
+
+Scores and the softmax are computed in float32 whatever the weights' dtype (bfloat16 under
+``--precision bf16``); ``alpha`` is float32.
 """
 from __future__ import annotations
 
@@ -33,15 +38,41 @@ from mmdesc.errors import MmdescWarning
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
-    """Softmax over the last axis of ``scores`` (B, K, N) where ``mask`` (B, N) is True."""
-    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+    """Softmax in float32 over the last axis of ``scores`` (B, K, N) where ``mask`` (B, N) is True."""
+    scores = scores.float().masked_fill(~mask[:, None, :], float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
-def additive_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
-    """keys (B, N, A), queries (B, K, A), v (A,) -> scores (B, K, N) = v . tanh(keys + q)."""
-    x = keys[:, None, :, :] + q[:, :, None, :]  # (B, K, N, A)
-    return (x.tanh_() @ v[:, None]).squeeze(-1)  # tanh in place: one tensor of that size, not two
+SCORE_BLOCK = 1 << 17  # elements of one (b, K, n, A) block of the additive score: 512 KB of float32
+
+
+def additive_score(keys: Tensor, q: Tensor, v: Tensor, loc: Tensor | None = None,
+                   loc_weight: Tensor | None = None) -> Tensor:
+    """keys (B, N, A), queries (B, K, A), v (A,) -> float32 scores (B, K, N) = v . tanh(keys + q [+ W f]).
+
+    ``loc`` (B, K, C, N) with ``loc_weight`` (A, C): location features of each position, whose
+    projection joins the sum (location-aware attention). Computed block by block over inputs
+    and positions (``SCORE_BLOCK`` elements each), as v . tanh(x) = 2 v . sigmoid(2x) - sum(v),
+    in float32 (at least) whatever the inputs' dtype; the blocks are concatenated, so autograd
+    runs through them as through one tensor."""
+    b, n, a = keys.shape
+    k = q.shape[1]
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    q2 = q.to(dtype) * 2.0  # (B, K, A)
+    v2 = v.to(dtype)[:, None] * 2.0  # (A, 1)
+    w2 = None if loc is None else loc_weight.t() * 2.0  # (C, A)
+    per_input = k * n * a
+    bb, nb = (max(1, SCORE_BLOCK // per_input), n) if per_input <= SCORE_BLOCK else (1, max(1, SCORE_BLOCK // (k * a)))
+    rows = []
+    for i in range(0, b, bb):
+        parts = []
+        for s in range(0, n, nb):
+            x = torch.add(q2[i:i + bb, :, None, :], keys[i:i + bb, None, s:s + nb, :], alpha=2.0)  # (b, K, n, A)
+            if loc is not None:
+                x = x.add_(loc[i:i + bb, :, :, s:s + nb].transpose(2, 3) @ w2)  # (b, K, n, C) @ (C, A)
+            parts.append((x.sigmoid_() @ v2).squeeze(-1))  # (b, K, n, A) @ (A, 1) -> (b, K, n)
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+    return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)) - v.to(dtype).sum()
 
 
 def _fusable_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
@@ -95,6 +126,8 @@ class MLPAttention(nn.Module):
         self.score = nn.Linear(att_dim, 1, bias=False)
         self.fused = False
 
+    FLOAT_LAYERS = ("score",)  # its weight is read as a tensor: never replaced by an int8 layer
+
     def precompute(self, vectors: Tensor) -> Tensor:
         """(B, N, D) -> keys (B, N, A), computed once per input."""
         return self.key(vectors)
@@ -143,11 +176,13 @@ class LocationAttention(nn.Module):
     The previous alignment is the attention's state (``"att_prev"``, (B, K, N)); the first one
     is uniform over the real positions. It steers the alignment to move on from where it was,
     which keeps it monotonic over long sequences (speech). ``channels`` filters of width
-    ``kernel`` (odd) run along the N positions in their layout order. The score is eager
-    PyTorch: the (B, K, N, A) location term exists anyway, so ``fused`` has nothing to save.
+    ``kernel`` (odd) run along the N positions in their layout order. The location term is
+    projected block by block inside ``additive_score``, so it never exists as one
+    (B, K, N, A) tensor either; ``fused`` is not used.
     """
 
     STATE = "att_prev"
+    FLOAT_LAYERS = ("score", "loc")  # weights read as tensors: never replaced by int8 layers
 
     def __init__(self, ctx_dim: int, query_dim: int, att_dim: int, channels: int = 8, kernel: int = 15):
         super().__init__()
@@ -174,10 +209,8 @@ class LocationAttention(nn.Module):
         prev = state[self.STATE]  # (B, K, N)
         b, k, n = prev.shape
         f = self.conv(prev.reshape(b * k, 1, n).to(keys.dtype))  # (B*K, 1, N) -> (B*K, C, N)
-        loc = self.loc(f.transpose(1, 2)).view(b, k, n, -1)  # (B*K, N, C) -> (B, K, N, A)
         q = self.query(query)  # (B, K, A)
-        x = loc.add_(keys[:, None, :, :]).add_(q[:, :, None, :])  # (B, K, N, A), in place
-        e = (x.tanh_() @ self.score.weight[0][:, None]).squeeze(-1)  # (B, K, N, A) @ (A, 1) -> (B, K, N)
+        e = additive_score(keys, q, self.score.weight[0], f.view(b, k, -1, n), self.loc.weight)  # (B, K, N)
         alpha = masked_softmax(e, mask)
         return attend(alpha, vectors), alpha, {self.STATE: alpha.float()}
 

@@ -47,9 +47,9 @@ class PreparedContext:
                                self.keys.index_select(0, index))
 
 
-def gru_update(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
-    """One GRU update given the input part ``gi`` = W_ih x + b_ih (..., 3H) and state h (..., H)."""
-    gh = F.linear(h, w_hh, b_hh)  # (..., 3H)
+def gru_update(gi: Tensor, h: Tensor, gh: Tensor) -> Tensor:
+    """One GRU update given the input part ``gi`` = W_ih x + b_ih (..., 3H), state h (..., H)
+    and its part ``gh`` = W_hh h + b_hh (..., 3H)."""
     i_r, i_z, i_n = gi.chunk(3, dim=-1)
     h_r, h_z, h_n = gh.chunk(3, dim=-1)
     r = torch.sigmoid(i_r + h_r)
@@ -58,9 +58,10 @@ def gru_update(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
     return n + z * (h - n)
 
 
-def lstm_update(gi: Tensor, h: Tensor, m: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
-    """One LSTM update given the input part ``gi`` (..., 4H); returns (h, m)."""
-    gates = gi + F.linear(h, w_hh, b_hh)  # (..., 4H)
+def lstm_update(gi: Tensor, gh: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM update given the input part ``gi`` (..., 4H) and the state's part ``gh``
+    = W_hh h + b_hh (..., 4H); returns (h, m)."""
+    gates = gi + gh  # (..., 4H)
     i, f, g, o = gates.chunk(4, dim=-1)
     m = torch.sigmoid(f) * m + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(m), m
@@ -107,6 +108,8 @@ class Decoder(nn.Module):
         self.proj = nn.Linear(out, vocab_size)
         if tied:
             self.proj.weight = self.embed.weight
+        self.hidden_layers: nn.ModuleDict | None = None  # set by mmdesc.precision (int8): W_hh h + b_hh as layers
+        self.graphs = None  # set by mmdesc.graphs: the step replayed as CUDA graphs
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -119,12 +122,25 @@ class Decoder(nn.Module):
     def fuse_attention(self, enabled: bool = True) -> "Decoder":
         """Score additive attention with one compiled loop (``attention.fused_score``).
 
-        Pays off where the (B, K, N, A) score is large: on the classic sizes a decode step at
-        64 inputs x 5 beams goes from 155 to 72 ms and a training step at batch 256 from 10.9
-        to 7.0 s (bench/flops.py --compile); at batch 1, or over ~20 tokens of text, it
-        saves nothing and the first call waits seconds for the compiler."""
+        Pays off most in training, whose backward pass the eager score doubles: on the classic
+        sizes, teacher forcing + backward at batch 32 x 8 steps takes 0.8 s instead of 1.2 s
+        (one thread). In decoding the eager score is already blocked and cache-resident
+        (``attention.additive_score``), and the compiled one saves 10-20% of the attention
+        (64 inputs x 5 beams x 196 positions: ~45 against ~50 ms); the first call waits
+        seconds for the compiler."""
         self.att.fused = enabled
         return self
+
+    def recurrent_weights(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The recurrences' own (W_hh, b_hh), by name: what ``hidden_layers`` may stand in for."""
+        names = ("w_hh", "w_hh2") if self.cell == "gru" else ("w_hh",)
+        return {n: (getattr(self, n), getattr(self, "b" + n[1:])) for n in names}
+
+    def _hidden(self, h: Tensor, name: str) -> Tensor:
+        """W_hh h + b_hh of the recurrence ``name`` (``w_hh`` or the GRU's ``w_hh2``): (..., H) -> (..., G)."""
+        if self.hidden_layers is not None:
+            return self.hidden_layers[name](h)
+        return F.linear(h, getattr(self, name), getattr(self, "b" + name[1:]))
 
     # --- the step API ---------------------------------------------------------------
     def prepare(self, ctx: ContextSet) -> PreparedContext:
@@ -151,16 +167,16 @@ class Decoder(nn.Module):
         Returns the new state, the (gated) context (B, K, D) and alpha (B, K, N)."""
         h = state["h"]
         if self.cell == "gru":
-            h1 = gru_update(gi, h, self.w_hh, self.b_hh)
+            h1 = gru_update(gi, h, self._hidden(h, "w_hh"))
             c, alpha, att_state = self.att(h1, pctx.vectors, pctx.keys, pctx.mask, state)
             if self.gate is not None:
                 c = torch.sigmoid(self.gate(h1)) * c
-            h2 = gru_update(self.w_c2(c), h1, self.w_hh2, self.b_hh2)
+            h2 = gru_update(self.w_c2(c), h1, self._hidden(h1, "w_hh2"))
             return {"h": h2, **att_state}, c, alpha
         c, alpha, att_state = self.att(h, pctx.vectors, pctx.keys, pctx.mask, state)
         if self.gate is not None:
             c = torch.sigmoid(self.gate(h)) * c
-        h2, m2 = lstm_update(gi + self.w_c(c), h, state["m"], self.w_hh, self.b_hh)
+        h2, m2 = lstm_update(gi + self.w_c(c), self._hidden(h, "w_hh"), state["m"])
         return {"h": h2, "m": m2, **att_state}, c, alpha
 
     def _logits(self, s: Tensor, e: Tensor, c: Tensor) -> Tensor:
@@ -169,7 +185,13 @@ class Decoder(nn.Module):
         return self.proj(self.drop(o))
 
     def step(self, pctx: PreparedContext, y: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
-        """y (B, K) previous tokens -> log-probabilities (B, K, V), new state, alpha (B, K, N)."""
+        """y (B, K) previous tokens -> float32 log-probabilities (B, K, V), new state, alpha (B, K, N)."""
+        if self.graphs is not None:
+            return self.graphs(pctx, y, state)
+        return self.eager_step(pctx, y, state)
+
+    def eager_step(self, pctx: PreparedContext, y: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
+        """``step`` as PyTorch runs it op by op (what a CUDA graph records)."""
         e = self.drop(self.embed(y))  # (B, K, E)
         state, c, alpha = self._recur(pctx, self.w_e(e), state)
         logprobs = torch.log_softmax(self._logits(state["h"], e, c).float(), dim=-1)
