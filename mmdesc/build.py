@@ -96,27 +96,139 @@ def build_reader(recipe):
     return modality(recipe).Reader(**asdict(recipe.input))
 
 
+def fit_reader(recipe, reader, examples: list[Example]) -> None:
+    """Fit a new run's reader on its training examples, or, with ``encoder.init_from``, give it
+    the state of the reader that encoder was trained with (mmdesc/transfer.py)."""
+    from mmdesc import transfer
+
+    state = transfer.reader_state(getattr(recipe.encoder, "init_from", ""), recipe.modality)
+    if state is None:
+        reader.fit(examples)
+    else:
+        reader.load_state(state)
+
+
 def build_tokenizer(recipe, examples: list[Example]):
+    """A new run's tokenizer, trained on its training references; with ``decoder.init_from``,
+    that decoder's tokenizer (mmdesc/transfer.py)."""
+    from mmdesc import transfer
     from mmdesc.tokenize import Tokenizer
 
+    adopted = transfer.tokenizer(recipe.decoder.init_from, recipe.modality)
+    if adopted is not None:
+        return adopted
     t = recipe.tokenizer
     return Tokenizer.train((r for ex in examples for r in ex.references), kind=t.kind,
                            vocab_size=t.vocab_size, model_type=t.model_type)
 
 
-def build_model(recipe, reader, tokenizer, pretrained: bool = True):
-    """The Describer a recipe describes. ``pretrained=False``: weights will come from a
-    checkpoint, so no pretrained-weights file is read (the encoder section's
-    ``without_pretrained()``, where it has one): a trained checkpoint is self-contained."""
-    from mmdesc.decoder import Decoder
-    from mmdesc.model import Describer
+def build_encoder(recipe, reader, pretrained: bool = True):
+    """The recipe's encoder alone, its pretrained backbone weights read unless ``pretrained=False``
+    (``encoder.init_from`` is applied by ``build_model``)."""
+    from mmdesc.config import constructor_args
 
     enc = recipe.encoder
     if not pretrained and hasattr(enc, "without_pretrained"):
         enc = enc.without_pretrained()
-    encoder = modality(recipe).Encoder(**asdict(enc), **reader.encoder_kwargs())
-    decoder = Decoder(len(tokenizer), encoder.out_dim, **asdict(recipe.decoder))
-    return Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
+    return modality(recipe).Encoder(**constructor_args(enc), **reader.encoder_kwargs())
+
+
+def build_model(recipe, reader, tokenizer, pretrained: bool = True, say: Callable[[str], None] = print):
+    """The Describer a recipe describes. ``pretrained=False``: weights will come from a
+    checkpoint, so no pretrained-weights file is read (the encoder section's
+    ``without_pretrained()``, where it has one), nor any other model's checkpoint or word
+    vectors (``init_from``, ``embeddings``, applied with ``pretrained=True`` and reported
+    through ``say``): a trained checkpoint is self-contained."""
+    from mmdesc import transfer
+    from mmdesc.config import constructor_args
+    from mmdesc.decoder import Decoder
+    from mmdesc.model import Describer
+
+    encoder = build_encoder(recipe, reader, pretrained)
+    decoder = Decoder(len(tokenizer), encoder.out_dim, **constructor_args(recipe.decoder))
+    model = Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
+    if pretrained:
+        transfer.initialise(model, tokenizer, recipe.modality, getattr(recipe.encoder, "init_from", ""),
+                            recipe.decoder.init_from, recipe.decoder.embeddings, say)
+    return model
+
+
+def param_groups(recipe, model) -> list[dict]:
+    """The optimizer's parameter groups (weight decay on matrices; the backbone's own group at
+    ``encoder.backbone_lr``, with what ``encoder.unfreeze_at`` will train; mmdesc/transfer.py)."""
+    from mmdesc import transfer
+
+    enc = recipe.encoder
+    return transfer.param_groups(model, recipe.train.weight_decay, getattr(enc, "backbone_lr", 0.0),
+                                 getattr(enc, "unfreeze_at", 0))
+
+
+def unfreeze(recipe, model, step: int) -> bool:
+    """Before training step ``step``: the backbone trains from ``encoder.unfreeze_at`` on."""
+    from mmdesc import transfer
+
+    return transfer.unfreeze(model, step, getattr(recipe.encoder, "unfreeze_at", 0))
+
+
+def feature_folder(recipe) -> Path:
+    """Where cached encoder features live: ``train.feature_cache``, else ``OUT/features``."""
+    return Path(recipe.train.feature_cache or Path(recipe.out) / "features")
+
+
+def cache_features(recipe, encoder, reader, examples: list[Example], device, say: Callable[[str], None] = print):
+    """The feature store of ``encoder`` with every example's input in it (computed where
+    missing), the examples' keys and the key -> MediaError of the unreadable ones
+    (mmdesc/features.py); a ``ConfigError`` when the recipe's encoder cannot be cached."""
+    import torch
+
+    from mmdesc import features
+    from mmdesc.config import constructor_args
+
+    settings = {"modality": recipe.modality, "input": asdict(recipe.input), "reader": reader.state(),
+                "encoder": constructor_args(recipe.encoder)}
+    batch = recipe.search.batch_size if torch.device(device).type == "cuda" else features.CPU_BATCH
+    return features.cached(feature_folder(recipe), settings, encoder, reader, [ex.source for ex in examples],
+                           batch, device, getattr(recipe.encoder, "unfreeze_at", 0), recipe.modality, say)
+
+
+def cached_training_data(recipe, model, reader, examples: list[Example], pairs, device,
+                         say: Callable[[str], None] = print):
+    """``train.cache_features``: the training pairs over cached features, and their collate
+    (mmdesc/features.py), in place of ``data.Pairs`` and ``data.Collate``."""
+    from mmdesc import features
+
+    store, keys, failures = cache_features(recipe, model.encoder, reader, examples, device, say)
+    features.report(failures, len(examples), "train", recipe.train.skip_bad, say)
+    return features.CachedPairs(store, keys, pairs, failures), features.FeatureCollate()
+
+
+def cache_split(recipe, split: str = "train", say: Callable[[str], None] = print) -> tuple[int, int]:
+    """``mmdesc data cache``: the features of every input of ``split`` in the recipe's feature
+    cache, computed by the encoder a new training of the recipe starts with (same seed, same
+    pretrained weights, same reader state); returns (inputs cached, unreadable ones skipped)."""
+    import random
+
+    import torch
+
+    from mmdesc import features, transfer
+    from mmdesc.train import pick_device
+
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    ensure_data(recipe, say)
+    check_data(recipe)
+    reader = build_reader(recipe)
+    train = read_split(recipe, "train")
+    fit_reader(recipe, reader, train)
+    examples = train if split == "train" else read_split(recipe, split)
+    device = pick_device(recipe.train.device)
+    torch.set_num_threads(recipe.train.threads or torch.get_num_threads())
+    encoder = build_encoder(recipe, reader)  # the first weights a training draws: the same ones
+    if getattr(recipe.encoder, "init_from", ""):
+        transfer.load_part(encoder, "encoder.", "encoder.init_from", recipe.encoder.init_from, recipe.modality)
+    store, keys, failures = cache_features(recipe, encoder.to(device), reader, examples, device, say)
+    features.report(failures, len(examples), split, recipe.train.skip_bad, say)
+    return len(set(keys)) - len(failures), len(failures)
 
 
 def build_objective(recipe):

@@ -94,7 +94,7 @@ class Trainer:
             self.tokenizer = Tokenizer.from_dict(meta["tokenizer"])
             self.reader.load_state(meta.get("reader", {}))
         else:
-            self.reader.fit(train_ex)
+            build.fit_reader(recipe, self.reader, train_ex)  # transfer: encoder.init_from's reader state
             self.tokenizer = build.build_tokenizer(recipe, train_ex)
         train_ex, ex_lengths = self._check("train", train_ex)
         pairs = make_pairs(train_ex, self.tokenizer, recipe.data.max_target_words)
@@ -104,13 +104,11 @@ class Trainer:
         self.collate = Collate(self.reader)
         valid_ex = build.read_split(recipe, "valid")[: self.cfg.valid_size]
         self.valid_data = self._load("valid", valid_ex)
-        self.model = build.build_model(recipe, self.reader, self.tokenizer, pretrained=last is None).to(self.device)
+        self.model = build.build_model(recipe, self.reader, self.tokenizer, pretrained=last is None,
+                                       say=say).to(self.device)
         self.model.decoder.fuse_attention(self.cfg.compile)
         self.objective = build.build_objective(recipe)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and p.requires_grad]
-        other = [p for n, p in self.model.named_parameters() if p.dim() < 2 and p.requires_grad]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
-                                      {"params": other, "weight_decay": 0.0}], lr=self.cfg.lr)
+        self.opt = torch.optim.AdamW(build.param_groups(recipe, self.model), lr=self.cfg.lr)  # + backbone's
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lr_lambda(self.cfg.schedule, self.cfg.warmup, self.cfg.max_steps))
         self.progress = Progress()
@@ -118,6 +116,9 @@ class Trainer:
             self._restore(last)
         if resume:  # the steps after the checkpoint are trained, and logged, again
             runfolder.trim_log(self.out / "metrics.jsonl", self.progress.step)
+        if self.cfg.cache_features:  # --- cached features: a frozen encoder's, read instead of the media
+            self.dataset, self.collate = build.cached_training_data(recipe, self.model, self.reader, train_ex,
+                                                                    pairs, self.device, say)
         self._signal: int | None = None
         self._bad_run = 0  # consecutive non-finite losses
 
@@ -278,6 +279,8 @@ class Trainer:
                             raise DataError(f"{collated.failures[0]} (train.skip_bad=true leaves such inputs out)")
                         if collated.data is None:  # every input of the batch was unreadable (skip_bad)
                             continue
+                        if build.unfreeze(self.recipe, self.model, p.step):  # encoder.unfreeze_at
+                            self.say(f"step {p.step}: the encoder's backbone trains from here on")
                         losses = self.step(collated)
                         p.step += 1
                         bar.update(task, completed=p.step, info=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))

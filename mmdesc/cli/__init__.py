@@ -26,7 +26,7 @@ COMMANDS = {
     "translate": ("mmdesc.cli.translate", "Translate sentences (arguments or standard input)."),
     "evaluate": ("mmdesc.cli.evaluate", "Score a trained model on a split: BLEU, chrF, CIDEr-D, attention."),
     "compare": ("mmdesc.cli.compare", "Compare how models of different modalities attend: table, figures, report."),
-    "data": ("mmdesc.cli.data", "Corpus tools: generate the synthetic multimodal corpus."),
+    "data": ("mmdesc.cli.data", "Corpus tools: generate the synthetic corpus; cache a frozen encoder's features."),
 }
 
 
