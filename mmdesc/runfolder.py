@@ -180,12 +180,13 @@ def reconcile(saved: dict, recipe, say: Callable[[str], None] = print) -> None:
 def resume_lr(opt, sched, lr: float) -> None:
     """Put a changed ``train.lr`` into a restored optimizer and LambdaLR schedule: the schedule
     goes on from where it was, scaled to the new base rate (a no-op when ``lr`` is unchanged)."""
-    if all(base == lr for base in sched.base_lrs):
+    if sched.base_lrs[0] == lr:  # the first group trains at train.lr; others (a backbone's) scale with it
         return
-    sched.base_lrs = [lr] * len(opt.param_groups)
-    for group, f in zip(opt.param_groups, sched.lr_lambdas):
-        group["initial_lr"] = lr
-        group["lr"] = lr * f(sched.last_epoch)
+    scale = lr / sched.base_lrs[0]
+    sched.base_lrs = [base * scale for base in sched.base_lrs]
+    for group, base, f in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * f(sched.last_epoch)
     sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 
