@@ -192,10 +192,12 @@ def synthetic_sources(modality: str, n: int, folder: Path) -> list:
 
 
 def recipe_for(modality: str) -> Path | None:
-    """The first recipe in recipes/ (not the tiny twins) whose ``modality:`` is ``modality``."""
+    """The recipe in recipes/ (not the tiny twins) named after ``modality`` (``image.yaml``), else
+    the first whose ``modality:`` is ``modality``."""
     import yaml
 
-    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+    named = ROOT / "recipes" / f"{modality}.yaml"
+    for path in [named] * named.is_file() + sorted((ROOT / "recipes").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(doc, dict) and doc.get("modality") == modality:
             return path

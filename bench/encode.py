@@ -30,7 +30,7 @@ from common import (Report, parser, recipe_for, report_peak_memory, reset_peak_m
 
 def reader_and_encoder(name: str, module, trained, device):
     """The modality's reader (fitted) and encoder (eval mode): the checkpoint's, or its recipe's."""
-    from mmdesc.config import load_recipe
+    from mmdesc.config import constructor_args, load_recipe
     from mmdesc.corpora import Example
 
     if trained is not None and trained.modality == name:
@@ -41,7 +41,7 @@ def reader_and_encoder(name: str, module, trained, device):
         fit_on = synthetic_sources(name, 16, Path(tmp))
         reader.fit([Example(str(k), src, [c]) for k, (src, c) in
                     enumerate(zip(fit_on, synthetic_captions(16, seed=1)))])
-    encoder = module.Encoder(**asdict(recipe.encoder), **reader.encoder_kwargs())
+    encoder = module.Encoder(**constructor_args(recipe.encoder), **reader.encoder_kwargs())
     return reader, encoder.to(device).eval()
 
 

@@ -96,27 +96,139 @@ def build_reader(recipe):
     return modality(recipe).Reader(**asdict(recipe.input))
 
 
+def fit_reader(recipe, reader, examples: list[Example]) -> None:
+    """Fit a new run's reader on its training examples, or, with ``encoder.init_from``, give it
+    the state of the reader that encoder was trained with (mmdesc/transfer.py)."""
+    from mmdesc import transfer
+
+    state = transfer.reader_state(getattr(recipe.encoder, "init_from", ""), recipe.modality)
+    if state is None:
+        reader.fit(examples)
+    else:
+        reader.load_state(state)
+
+
 def build_tokenizer(recipe, examples: list[Example]):
+    """A new run's tokenizer, trained on its training references; with ``decoder.init_from``,
+    that decoder's tokenizer (mmdesc/transfer.py)."""
+    from mmdesc import transfer
     from mmdesc.tokenize import Tokenizer
 
+    adopted = transfer.tokenizer(recipe.decoder.init_from, recipe.modality)
+    if adopted is not None:
+        return adopted
     t = recipe.tokenizer
     return Tokenizer.train((r for ex in examples for r in ex.references), kind=t.kind,
                            vocab_size=t.vocab_size, model_type=t.model_type)
 
 
-def build_model(recipe, reader, tokenizer, pretrained: bool = True):
-    """The Describer a recipe describes. ``pretrained=False``: weights will come from a
-    checkpoint, so no pretrained-weights file is read (the encoder section's
-    ``without_pretrained()``, where it has one): a trained checkpoint is self-contained."""
-    from mmdesc.decoder import Decoder
-    from mmdesc.model import Describer
+def build_encoder(recipe, reader, pretrained: bool = True):
+    """The recipe's encoder alone, its pretrained backbone weights read unless ``pretrained=False``
+    (``encoder.init_from`` is applied by ``build_model``)."""
+    from mmdesc.config import constructor_args
 
     enc = recipe.encoder
     if not pretrained and hasattr(enc, "without_pretrained"):
         enc = enc.without_pretrained()
-    encoder = modality(recipe).Encoder(**asdict(enc), **reader.encoder_kwargs())
-    decoder = Decoder(len(tokenizer), encoder.out_dim, **asdict(recipe.decoder))
-    return Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
+    return modality(recipe).Encoder(**constructor_args(enc), **reader.encoder_kwargs())
+
+
+def build_model(recipe, reader, tokenizer, pretrained: bool = True, say: Callable[[str], None] = print):
+    """The Describer a recipe describes. ``pretrained=False``: weights will come from a
+    checkpoint, so no pretrained-weights file is read (the encoder section's
+    ``without_pretrained()``, where it has one), nor any other model's checkpoint or word
+    vectors (``init_from``, ``embeddings``, applied with ``pretrained=True`` and reported
+    through ``say``): a trained checkpoint is self-contained."""
+    from mmdesc import transfer
+    from mmdesc.config import constructor_args
+    from mmdesc.decoder import Decoder
+    from mmdesc.model import Describer
+
+    encoder = build_encoder(recipe, reader, pretrained)
+    decoder = Decoder(len(tokenizer), encoder.out_dim, **constructor_args(recipe.decoder))
+    model = Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
+    if pretrained:
+        transfer.initialise(model, tokenizer, recipe.modality, getattr(recipe.encoder, "init_from", ""),
+                            recipe.decoder.init_from, recipe.decoder.embeddings, say)
+    return model
+
+
+def param_groups(recipe, model) -> list[dict]:
+    """The optimizer's parameter groups (weight decay on matrices; the backbone's own group at
+    ``encoder.backbone_lr``, with what ``encoder.unfreeze_at`` will train; mmdesc/transfer.py)."""
+    from mmdesc import transfer
+
+    enc = recipe.encoder
+    return transfer.param_groups(model, recipe.train.weight_decay, getattr(enc, "backbone_lr", 0.0),
+                                 getattr(enc, "unfreeze_at", 0))
+
+
+def unfreeze(recipe, model, step: int) -> bool:
+    """Before training step ``step``: the backbone trains from ``encoder.unfreeze_at`` on."""
+    from mmdesc import transfer
+
+    return transfer.unfreeze(model, step, getattr(recipe.encoder, "unfreeze_at", 0))
+
+
+def feature_folder(recipe) -> Path:
+    """Where cached encoder features live: ``train.feature_cache``, else ``OUT/features``."""
+    return Path(recipe.train.feature_cache or Path(recipe.out) / "features")
+
+
+def cache_features(recipe, encoder, reader, examples: list[Example], device, say: Callable[[str], None] = print):
+    """The feature store of ``encoder`` with every example's input in it (computed where
+    missing), the examples' keys and the key -> MediaError of the unreadable ones
+    (mmdesc/features.py); a ``ConfigError`` when the recipe's encoder cannot be cached."""
+    import torch
+
+    from mmdesc import features
+    from mmdesc.config import constructor_args
+
+    settings = {"modality": recipe.modality, "input": asdict(recipe.input), "reader": reader.state(),
+                "encoder": constructor_args(recipe.encoder)}
+    batch = recipe.search.batch_size if torch.device(device).type == "cuda" else features.CPU_BATCH
+    return features.cached(feature_folder(recipe), settings, encoder, reader, [ex.source for ex in examples],
+                           batch, device, getattr(recipe.encoder, "unfreeze_at", 0), recipe.modality, say)
+
+
+def cached_training_data(recipe, model, reader, examples: list[Example], pairs, device,
+                         say: Callable[[str], None] = print):
+    """``train.cache_features``: the training pairs over cached features, and their collate
+    (mmdesc/features.py), in place of ``data.Pairs`` and ``data.Collate``."""
+    from mmdesc import features
+
+    store, keys, failures = cache_features(recipe, model.encoder, reader, examples, device, say)
+    features.report(failures, len(examples), "train", recipe.train.skip_bad, say)
+    return features.CachedPairs(store, keys, pairs, failures), features.FeatureCollate()
+
+
+def cache_split(recipe, split: str = "train", say: Callable[[str], None] = print) -> tuple[int, int]:
+    """``mmdesc data cache``: the features of every input of ``split`` in the recipe's feature
+    cache, computed by the encoder a new training of the recipe starts with (same seed, same
+    pretrained weights, same reader state); returns (inputs cached, unreadable ones skipped)."""
+    import random
+
+    import torch
+
+    from mmdesc import features, transfer
+    from mmdesc.train import pick_device
+
+    random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    ensure_data(recipe, say)
+    check_data(recipe)
+    reader = build_reader(recipe)
+    train = read_split(recipe, "train")
+    fit_reader(recipe, reader, train)
+    examples = train if split == "train" else read_split(recipe, split)
+    device = pick_device(recipe.train.device)
+    torch.set_num_threads(recipe.train.threads or torch.get_num_threads())
+    encoder = build_encoder(recipe, reader)  # the first weights a training draws: the same ones
+    if getattr(recipe.encoder, "init_from", ""):
+        transfer.load_part(encoder, "encoder.", "encoder.init_from", recipe.encoder.init_from, recipe.modality)
+    store, keys, failures = cache_features(recipe, encoder.to(device), reader, examples, device, say)
+    features.report(failures, len(examples), split, recipe.train.skip_bad, say)
+    return len(set(keys)) - len(failures), len(failures)
 
 
 def build_objective(recipe):
@@ -285,6 +397,9 @@ def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = Tr
     if cfg.batch_size < processes.world * cfg.accumulate:
         raise ConfigError(f"train.batch_size: {cfg.batch_size} pairs cannot be shared by {processes.world} "
                           f"processes x train.accumulate={cfg.accumulate} micro-batches")
+    if processes.many and getattr(recipe.encoder, "unfreeze_at", 0):
+        raise ConfigError("encoder.unfreeze_at: not with several processes (DistributedDataParallel fixes "
+                          "the parameters that train when it starts); use finetune instead")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(cfg.threads or max(1, cores // processes.local_world))
     random.seed(recipe.seed)
@@ -297,10 +412,13 @@ def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = Tr
     train_ex, pairs, ex_lengths, valid, valid_index = setup_examples(recipe, say, processes, reader, tokenizer,
                                                                      train_ex)
     dataset, collate, lengths = setup_inputs(recipe, reader, train_ex, pairs, ex_lengths)
-    model = setup_model(recipe, reader, tokenizer, device, processes, pretrained=last is None)
+    model = setup_model(recipe, reader, tokenizer, device, processes, pretrained=last is None, say=say)
     seed_process(recipe.seed, processes.rank)
     optimizer, schedule, scaler = setup_optimizer(recipe, model, device)
     progress = setup_restore(recipe, say, processes, last, model, optimizer, schedule, scaler, trim_log=resume)
+    if cfg.cache_features:  # the frozen encoder's features (rank 0 computes what is missing), not the media
+        processes.main_only(lambda: cache_features(recipe, model.encoder, reader, train_ex, device, say) and None)
+        dataset, collate = cached_training_data(recipe, model, reader, train_ex, pairs, device, say)
     net = setup_parallel(model, device, processes)
     return TrainingParts(recipe=recipe, processes=processes, device=device, precision=cfg.precision,
                          reader=reader, tokenizer=tokenizer, dataset=dataset, collate=collate, lengths=lengths,
@@ -369,7 +487,7 @@ def setup_vocabulary(recipe, say, processes, last: Path | None):
             runfolder.reconcile(meta.get("recipe", {}), recipe, say)
             reader.load_state(meta.get("reader", {}))
             return reader, Tokenizer.from_dict(meta["tokenizer"])
-        reader.fit(train_ex)
+        fit_reader(recipe, reader, train_ex)  # transfer: encoder.init_from's reader state
         return reader, build_tokenizer(recipe, train_ex)
 
     if not processes.many:
@@ -448,13 +566,13 @@ def setup_inputs(recipe, reader, train_ex, pairs, ex_lengths):
     return Pairs(reader, train_ex, pairs, augment_seed=recipe.seed), Collate(reader), lengths
 
 
-def setup_model(recipe, reader, tokenizer, device, processes, pretrained: bool = True):
+def setup_model(recipe, reader, tokenizer, device, processes, pretrained: bool = True, say=print):
     """The recipe's model on ``device`` (``pretrained=False``: its weights will come from a
     checkpoint). With several processes on CUDA, BatchNorm computes its statistics over the
     whole batch (SyncBatchNorm; on CPU each process normalizes over its own share)."""
     import torch
 
-    model = build_model(recipe, reader, tokenizer, pretrained=pretrained)
+    model = build_model(recipe, reader, tokenizer, pretrained=pretrained, say=say)
     if processes.many and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
@@ -470,10 +588,7 @@ def setup_optimizer(recipe, model, device):
     from mmdesc.train import lr_lambda
 
     cfg = recipe.train
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2 and p.requires_grad]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(param_groups(recipe, model), lr=cfg.lr)  # the backbone's own group (transfer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     return opt, sched, scaler

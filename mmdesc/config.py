@@ -32,7 +32,7 @@ import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,6 +129,43 @@ class TokenizerConfig:
         return check_range(self, 5, MAX_VOCAB, "vocab_size")  # more than the 4 special tokens
 
 
+# metadata of a config field that is not a constructor argument of the class its section builds:
+# build.py applies it (the transfer settings, mmdesc/transfer.py) and leaves it out of the call
+NOT_AN_ARGUMENT = {"arg": False}
+
+
+def constructor_args(cfg: object) -> dict:
+    """The fields of a config dataclass that are constructor arguments (``asdict`` less the
+    ``NOT_AN_ARGUMENT`` ones), as plain values."""
+    skip = {f.name for f in dataclasses.fields(cfg) if not f.metadata.get("arg", True)}
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderTransfer:
+    """What every modality's encoder section takes besides its own keys (its ``EncoderConfig``
+    extends this class): where the encoder's weights start and when a frozen backbone trains.
+    build.py applies these (mmdesc/transfer.py); they are not arguments of the Encoder.
+
+    ``init_from``: a checkpoint (or run folder) of another mmdesc model of the same modality;
+    this encoder starts from its encoder's weights (every shape the same) and its reader state.
+    ``unfreeze_at`` > 0: the backbone stages ``finetune`` froze train from that step on (their
+    BatchNorm statistics stay as they were). ``backbone_lr`` > 0: the backbone's own learning
+    rate (else ``train.lr``), under the same schedule."""
+
+    init_from: str = field(default="", metadata=NOT_AN_ARGUMENT)
+    unfreeze_at: int = field(default=0, metadata=NOT_AN_ARGUMENT)
+    backbone_lr: float = field(default=0.0, metadata=NOT_AN_ARGUMENT)
+
+    def problems(self) -> list[str]:
+        found = check_range(self, 0, MAX_STEPS, "unfreeze_at") + check_range(self, 0, 10, "backbone_lr")
+        finetune = getattr(self, "finetune", None)
+        if self.unfreeze_at and finetune not in ("none", "top"):
+            found.append(f"unfreeze_at: needs a backbone that starts frozen (finetune: none or top), "
+                         f"{'got finetune: ' + _show(finetune) if finetune else 'and this encoder has no finetune'}")
+        return found
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     cell: Literal["gru", "lstm"] = "gru"
@@ -143,9 +180,15 @@ class DecoderConfig:
     init: Literal["mean", "zero"] = "mean"
     location_channels: int = 8  # location attention: filters over the previous alignment
     location_kernel: int = 15  # location attention: their width in positions (odd)
+    # transfer (mmdesc/transfer.py): a checkpoint of another mmdesc model whose decoder (and
+    # tokenizer) this one starts from; word vectors in word2vec/GloVe text format for the embeddings
+    init_from: str = field(default="", metadata=NOT_AN_ARGUMENT)
+    embeddings: str = field(default="", metadata=NOT_AN_ARGUMENT)
 
     def problems(self) -> list[str]:
         found = _positive(self, "emb", "hidden", "att", "out", "location_channels", "location_kernel")
+        if self.init_from and self.embeddings:
+            found.append("embeddings: decoder.init_from gives the decoder its embeddings already; set one of the two")
         found += _fraction(self, "dropout") + check_range(self, 1, MAX_DIM, "emb", "hidden", "att", "out")
         found += check_range(self, 1, 1024, "location_channels", "location_kernel")
         if self.tied and self.out != self.emb:
@@ -240,6 +283,9 @@ class TrainConfig:
     # its batch-mates: models learn to say more objects than an input holds)
     bucket: Literal["input", "input+target"] = "input"
     skip_bad: bool = False
+    # a frozen encoder's features, computed once and read back in every epoch (mmdesc/features.py)
+    cache_features: bool = False
+    feature_cache: str = ""  # the cache's folder; "" = OUT/features (any folder: entries are keyed by content)
 
     def problems(self) -> list[str]:
         found = _positive(self, "batch_size", "lr", "max_steps", "valid_every", "valid_size",
@@ -577,8 +623,19 @@ def parse_dataclass(cls: type, data: Any, path: str, errors: list[str],
         errors.extend(_join(path, p) for p in _problems_of_the_rest(cls, fields, values, failed))
         return None
     obj = cls(**values)
-    errors.extend(_join(path, p) for p in _first_per_field(getattr(obj, "problems", list)()))
+    errors.extend(_join(path, p) for p in _first_per_field(all_problems(obj)))
     return obj
+
+
+def all_problems(cfg: object) -> list[str]:
+    """``problems()`` of a config and of each config class it extends that has its own (a
+    modality's ``EncoderConfig`` extends ``EncoderTransfer``)."""
+    found: list[str] = []
+    for klass in type(cfg).__mro__:
+        own = klass.__dict__.get("problems")
+        if own is not None:
+            found += own(cfg)
+    return found
 
 
 def _problems_of_the_rest(cls: type, fields: Mapping, values: dict, failed: set) -> list[str]:
@@ -590,7 +647,7 @@ def _problems_of_the_rest(cls: type, fields: Mapping, values: dict, failed: set)
         trial = cls(**{**values, **{n: fields[n].default for n in failed}})
     except (TypeError, ValueError):
         return []
-    return [p for p in _first_per_field(trial.problems()) if p.partition(":")[0] not in failed]
+    return [p for p in _first_per_field(all_problems(trial)) if p.partition(":")[0] not in failed]
 
 
 def _first_per_field(problems: list[str]) -> list[str]:

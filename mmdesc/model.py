@@ -21,6 +21,8 @@ class Describer(nn.Module):
         self.ctc_head = nn.Linear(encoder.out_dim, ctc_vocab) if ctc_vocab else None
 
     def encode(self, batch: dict) -> ContextSet:
+        if "features" in batch:  # cached output of the encoder's frozen part (mmdesc/features.py): the rest
+            return self.encoder.head(ContextSet(batch["features"], batch["features_mask"], batch["layouts"]))
         return self.encoder(batch)
 
     def forward(self, batch: dict, inputs: Tensor) -> tuple[Tensor, Tensor, ContextSet]:

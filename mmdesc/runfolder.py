@@ -43,7 +43,10 @@ APPLIED = ("train.lr", "train.max_steps", "train.max_minutes")
 FREE = ("name", "out", "data.root", "search", "train.valid_every", "train.valid_size", "train.save_every",
         "train.keep_last", "train.log_every", "train.patience", "train.device", "train.threads", "train.amp",
         "train.precision", "train.accumulate", "train.peer_timeout", "train.compile", "train.skip_bad",
-        "train.workers", "train.check_data", "train.bucket")
+        "train.workers", "train.check_data", "train.bucket",
+        "train.cache_features", "train.feature_cache",  # the same features, read or computed
+        # where a new run's weights start (a resumed run's start from its checkpoint)
+        "encoder.init_from", "decoder.init_from", "decoder.embeddings")
 
 
 class RunFolder:
@@ -162,8 +165,12 @@ def reconcile(saved: dict, recipe, say: Callable[[str], None] = print) -> None:
     """Compare ``recipe`` with the recipe a checkpoint was trained with (``saved``, from its
     meta.json). Differences in ``APPLIED``/``FREE`` are said in one line (the trainer uses the
     new values); any other difference raises ``ConfigError`` in one line."""
-    from mmdesc.config import recipe_to_dict
+    from mmdesc.config import recipe_from_dict, recipe_to_dict
 
+    try:  # keys added since the checkpoint was written take their defaults there too
+        saved = recipe_to_dict(recipe_from_dict(saved))
+    except ConfigError:
+        pass
     old, new = _flat(saved), _flat(recipe_to_dict(recipe))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k, _ABSENT) != new.get(k, _ABSENT) and k != "out"]
     allowed = [k for k in changed if _under(k, APPLIED + FREE)]
@@ -182,12 +189,13 @@ def reconcile(saved: dict, recipe, say: Callable[[str], None] = print) -> None:
 def resume_lr(opt, sched, lr: float) -> None:
     """Put a changed ``train.lr`` into a restored optimizer and LambdaLR schedule: the schedule
     goes on from where it was, scaled to the new base rate (a no-op when ``lr`` is unchanged)."""
-    if all(base == lr for base in sched.base_lrs):
+    if sched.base_lrs[0] == lr:  # the first group trains at train.lr; others (a backbone's) scale with it
         return
-    sched.base_lrs = [lr] * len(opt.param_groups)
-    for group, f in zip(opt.param_groups, sched.lr_lambdas):
-        group["initial_lr"] = lr
-        group["lr"] = lr * f(sched.last_epoch)
+    scale = lr / sched.base_lrs[0]
+    sched.base_lrs = [base * scale for base in sched.base_lrs]
+    for group, base, f in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * f(sched.last_epoch)
     sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 

@@ -360,6 +360,8 @@ class Trainer:
                             continue  # every input of the step was unreadable (skip_bad)
                         self._spare = next((m for m in reversed(micro) if m.data is not None), self._spare)
                         self.processes.die_if_told(p.step + 1)
+                        if build.unfreeze(self.recipe, self.model, p.step):  # encoder.unfreeze_at
+                            self.say(f"step {p.step}: the encoder's backbone trains from here on")
                         losses = self.step(*micro, whole=whole, failure=failure)
                         p.step += 1
                         bar.update(task, completed=p.step, info=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))

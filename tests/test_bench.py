@@ -18,6 +18,7 @@ EXPECTED = {  # figures each script must report
     "encode": {"inputs_per_s", "load_ms", "collate_ms", "encode_ms", "peak_rss"},
     "flops": {"matmul_gflops", "step_flops", "decode_step_gflops", "train_step_gflops", "fraction_of_matmul"},
     "speech": {"audio_seconds_per_s", "rtf", "rtf_one_by_one", "peak_rss"},
+    "cache": {"s_per_step", "steps_per_s", "s_per_epoch", "cache_build_s", "speedup"},
 }
 
 

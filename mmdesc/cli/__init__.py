@@ -27,7 +27,7 @@ COMMANDS = {
     "evaluate": ("mmdesc.cli.evaluate", "Score a trained model on a split: BLEU, chrF, CIDEr-D, attention."),
     "average": ("mmdesc.cli.average", "Average the weights of a run's last checkpoints into one checkpoint."),
     "compare": ("mmdesc.cli.compare", "Compare how models of different modalities attend: table, figures, report."),
-    "data": ("mmdesc.cli.data", "Corpus tools: generate the synthetic multimodal corpus."),
+    "data": ("mmdesc.cli.data", "Corpus tools: generate the synthetic corpus; cache a frozen encoder's features."),
 }
 
 

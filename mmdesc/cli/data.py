@@ -1,4 +1,4 @@
-"""mmdesc data synth OUT"""
+"""mmdesc data synth OUT; mmdesc data cache RECIPE"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,3 +51,30 @@ def synth(out: str, train: int, valid: int, test: int, seed: int, modalities: st
         raise ConfigError(f"--shift: none of {', '.join(parts)} writes a shifted test split")
     more = f", {shift} shifted test scenes ({', '.join(shifted)})" if shifted else ""
     click.echo(f"wrote {train}/{valid}/{test} scenes ({', '.join(parts)}){more} to {out}")
+
+
+@command.command("cache")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "valid", "test"]),
+              help="The split whose inputs are encoded.")
+def cache(recipe: str, overrides: tuple[str, ...], split: str) -> None:
+    """Compute and store the features of a frozen encoder for a whole split.
+
+    \b
+    The encoder is the one `mmdesc train RECIPE` starts with (encoder.finetune=none: its
+    backbone frozen; no input augmentation). The features go into train.feature_cache
+    (default OUT/features), keyed by each input's content and by the encoder's weights and
+    settings, so a changed file or encoder never reads a stale entry. A training with
+    train.cache_features=true then reads them instead of decoding and encoding the media:
+      mmdesc data cache recipes/image-pretrained.yaml
+      mmdesc train recipes/image-pretrained.yaml train.cache_features=true
+    """
+    from mmdesc.config import load_recipe
+
+    r = load_recipe(recipe, overrides)
+    from mmdesc.build import cache_split, feature_folder
+
+    done, bad = cache_split(r, split, say=lambda m: click.echo(m, err=True))
+    skipped = f" ({bad} unreadable, skipped)" if bad else ""
+    click.echo(f"cached the features of {done} {split} inputs in {feature_folder(r)}{skipped}")

@@ -5,7 +5,9 @@ Each modality is one module here that defines, with these exact names:
 ``ReaderConfig``, ``EncoderConfig``, ``SplitConfig``
     frozen dataclasses: the recipe sections ``input:``, ``encoder:`` and ``data.<split>:``.
     Every field of ``ReaderConfig``/``EncoderConfig`` is a constructor argument of
-    ``Reader``/``Encoder`` (``build.py`` passes them as plain arguments).
+    ``Reader``/``Encoder`` (``build.py`` passes them as plain arguments), except those
+    ``EncoderConfig`` inherits from ``config.EncoderTransfer`` (``init_from``, ``unfreeze_at``,
+    ``backbone_lr``: build.py applies them, mmdesc/transfer.py).
 ``Reader(**ReaderConfig)``
     turns a source (a file path, or a line of text) into an item and items into a batch:
     ``fit(examples)``, ``state() -> dict`` / ``load_state(dict)`` (JSON-able, saved with the
@@ -34,6 +36,11 @@ Optional, used where present:
     raises ``MediaError`` for a clearly unusable file. Without it, ``length(load(source))``.
 ``Reader.augment(item, rng: random.Random) -> item``
     training-time augmentation; called by the training data only, never in evaluation.
+``Encoder.features(batch) -> ContextSet`` and ``Encoder.head(ContextSet) -> ContextSet``
+    the encoder in two parts, ``forward(batch) == head(features(batch))``, where ``features``
+    uses no weights but those of ``Encoder.backbone``: with that backbone frozen, its
+    features are computed once and cached (``train.cache_features``, mmdesc/features.py) and
+    training runs ``head`` alone. ``Reader.augment`` returns the item itself when it is off.
 ``claims(path) -> bool``
     whether a file holds this modality's kind of input (its streams), for ``describe`` when
     several models claim the same suffix (an ``.mp4`` may hold video or only sound).

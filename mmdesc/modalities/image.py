@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmdesc.config import MAX_DIM, check_range
+from mmdesc.config import MAX_DIM, EncoderTransfer, check_range
 from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError
@@ -79,7 +79,7 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (mmdesc/transfer.py)
     backbone: Literal["small", "resnet18", "resnet34", "resnet50", "efficientnet_lite0"] = "small"
     channels: int = 64
     grid: int = 8
@@ -88,10 +88,13 @@ class EncoderConfig:
     weights: str = ""
     finetune: Literal["all", "top", "none"] = "all"
     dropout: float = 0.0
+    stride: Literal[0, 8, 16, 32] = 0  # cut the backbone at this output stride (ResNet, EfficientNet); 0 = whole
 
     def problems(self) -> list[str]:
         found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
         found += check_range(self, 0, MAX_DIM, "dim")
+        if self.backbone == "small" and self.stride not in (0, 8):
+            found.append(f"stride: the small backbone has output stride 8, not {self.stride}")
         if not 0 <= self.dropout < 1:
             found.append(f"dropout: must be in [0, 1), got {self.dropout}")
         return found
@@ -353,9 +356,13 @@ class SmallCNN(nn.Module):
         self.channels = c3
         self.stages = ("stage1", "stage2", "stage3")
         self.top = 1
+        self.strides = (8,)  # the output strides ``cut`` offers
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def cut(self, stride: int) -> None:
+        """Nothing to cut: the small backbone has stride 8 only."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stage3(self.stage2(self.stage1(x)))
@@ -373,6 +380,16 @@ class ResNetTrunk(nn.Sequential):
         self.channels = net.fc.in_features
         self.stages = names
         self.top = 1
+        self.strides = (8, 16, 32)  # after layer2, layer3, layer4
+
+    def cut(self, stride: int) -> None:
+        """Keep the stages up to output stride ``stride`` (layer2: 8, layer3: 16, layer4: 32)."""
+        last = {8: "layer2", 16: "layer3", 32: "layer4"}[stride]
+        keep = self.stages[: self.stages.index(last) + 1]
+        for name in self.stages[len(keep):]:
+            delattr(self, name)
+        self.stages = keep
+        self.channels = [m for m in getattr(self, last).modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
 
 
 class SameConv2d(nn.Conv2d):
@@ -443,12 +460,27 @@ class EfficientNetLite0Trunk(nn.Module):
         self.stages = ("_conv_stem", "_bn0", *(f"_blocks.{i}" for i in range(len(blocks))),
                        "_conv_head", "_bn1")
         self.top = 5 + 2  # the last stride-32 stage: blocks 11..15 (112->192->320) and the head
+        self.strides = (8, 16, 32)
+        self.head = True
+
+    def cut(self, stride: int) -> None:
+        """Keep the blocks up to output stride ``stride``: 8 (blocks 0-4, 40 channels), 16 (0-10,
+        112 channels; finer cells and less ImageNet-specific features) or 32 (all and the head)."""
+        if stride == 32:
+            return
+        n, top = {8: (5, 2), 16: (11, 6)}[stride]  # blocks kept; the last stride's blocks
+        self._blocks = self._blocks[:n]
+        del self._conv_head, self._bn1
+        self.head = False
+        self.channels = self._blocks[-1]._bn2.num_features
+        self.stages = ("_conv_stem", "_bn0", *(f"_blocks.{i}" for i in range(n)))
+        self.top = top
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(self._conv_head(x))) if self.head else x
 
 
 CLASSIFIER_KEYS = ("fc.", "_fc.")  # ImageNet heads in the weight files; the trunk has none
@@ -498,7 +530,18 @@ def load_trunk_weights(trunk: nn.Module, path: str) -> None:
         raise ConfigError(f"encoder.weights: {path} does not fit this backbone: {_short(e)}") from None
 
 
-def build_backbone(backbone: str, channels: int, pretrained: bool, weights: str) -> nn.Module:
+def build_backbone(backbone: str, channels: int, pretrained: bool, weights: str, stride: int = 0) -> nn.Module:
+    """A backbone, its weights read from ``weights`` (or the pretrained ones), then cut at
+    output ``stride`` (0: its full depth)."""
+    trunk = _backbone(backbone, channels, pretrained, weights)
+    if stride:
+        if stride not in trunk.strides:
+            raise ValueError(f"stride: the {backbone} backbone has output strides {list(trunk.strides)}, not {stride}")
+        trunk.cut(stride)
+    return trunk
+
+
+def _backbone(backbone: str, channels: int, pretrained: bool, weights: str) -> nn.Module:
     if backbone not in BACKBONES:
         raise ValueError(f"backbone: {backbone!r} is not one of {{{', '.join(BACKBONES)}}}")
     if backbone == "small":
@@ -550,17 +593,20 @@ class Encoder(nn.Module):
     The backbone's map is average-pooled to G x G when it differs, optionally projected to
     ``dim``, and given a learned 2-D (row + column) position embedding.
     ``finetune``: ``all`` trains everything; ``top`` only the last stage of the backbone;
-    ``none`` freezes the backbone and keeps its BatchNorm in eval mode.
+    ``none`` freezes the backbone and keeps its BatchNorm in eval mode. ``stride`` cuts a
+    pretrained backbone at an earlier output stride (EfficientNet-Lite0 at 16: 112 channels,
+    a 128 px canvas gives 8 x 8 cells).
     """
 
     def __init__(self, backbone: str = "small", channels: int = 64, grid: int = 8, dim: int = 0,
-                 pretrained: bool = False, weights: str = "", finetune: str = "all", dropout: float = 0.0):
+                 pretrained: bool = False, weights: str = "", finetune: str = "all", dropout: float = 0.0,
+                 stride: int = 0):
         super().__init__()
         if finetune not in FINETUNES:
             raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
         if grid < 1:
             raise ValueError(f"grid must be positive, got {grid}")
-        self.backbone = build_backbone(backbone, channels, pretrained, weights)
+        self.backbone = build_backbone(backbone, channels, pretrained, weights, stride)
         self.grid = grid
         c = self.backbone.channels
         self.proj = nn.Linear(c, dim) if dim else None
@@ -581,19 +627,28 @@ class Encoder(nn.Module):
         return self
 
     def forward(self, batch: dict) -> ContextSet:
+        return self.head(self.features(batch))
+
+    def features(self, batch: dict) -> ContextSet:
+        """What the backbone alone computes: the G*G cell vectors (B, G*G, C) and their layouts
+        (what mmdesc/features.py caches when the backbone is frozen)."""
         f = self.backbone(batch["pixels"])  # (B, C, h, w)
         g = self.grid
         if f.shape[-2:] != (g, g):
             f = F.adaptive_avg_pool2d(f, g)  # (B, C, h, w) -> (B, C, G, G)
         v = f.flatten(2).transpose(1, 2)  # (B, C, G, G) -> (B, G*G, C)
-        if self.proj is not None:
-            v = self.proj(v)  # (B, G*G, D)
-        pos = (self.row[:, None, :] + self.col[None, :, :]).reshape(g * g, -1)  # (G, G, D) -> (G*G, D)
-        v = self.dropout(v + pos)
         frames, sizes = batch["frames"].tolist(), batch["sizes"].tolist()
         layouts = [grid_layout(g, tuple(fr), tuple(sz)) for fr, sz in zip(frames, sizes)]
         b, n, _ = v.shape
         return ContextSet(v, ContextSet.full_mask(b, n, v.device), layouts)
+
+    def head(self, ctx: ContextSet) -> ContextSet:
+        """The rest of the encoder over ``features``: projection, cell positions, dropout."""
+        v, g = ctx.vectors, self.grid
+        if self.proj is not None:
+            v = self.proj(v)  # (B, G*G, D)
+        pos = (self.row[:, None, :] + self.col[None, :, :]).reshape(g * g, -1)  # (G, G, D) -> (G*G, D)
+        return ContextSet(self.dropout(v + pos), ctx.mask, ctx.layouts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmdesc.config import EncoderTransfer
 from mmdesc.contexts import ContextSet, TimeLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import MediaError, MmdescWarning
@@ -84,7 +85,7 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (mmdesc/transfer.py)
     channels: int = 32  # of the convolutional front end
     hidden: int = 128  # per direction
     layers: int = 3

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mmdesc.config import MAX_DIM, MAX_VOCAB, check_range
+from mmdesc.config import MAX_DIM, MAX_VOCAB, EncoderTransfer, check_range
 from mmdesc.contexts import ContextSet, TokenLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import MediaError
@@ -45,7 +45,7 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (mmdesc/transfer.py)
     emb: int = 128
     hidden: int = 128
     layers: int = 1

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmdesc.config import EncoderTransfer
 from mmdesc.contexts import ContextSet, GridLayout, TimeGridLayout, TimeLayout
 from mmdesc.corpora import Example
 from mmdesc.errors import ConfigError, MediaError, MmdescWarning
@@ -79,7 +80,7 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (mmdesc/transfer.py)
     backbone: Literal["small", "r3d_18", "mc3_18", "r2plus1d_18", "frames"] = "small"
     frame_backbone: Literal["small", "resnet18", "resnet34", "resnet50", "efficientnet_lite0"] = "small"
     channels: int = 64  # width of the small backbones
@@ -698,6 +699,12 @@ class Encoder(nn.Module):
         return self
 
     def forward(self, batch: dict) -> ContextSet:
+        return self.head(self.features(batch))
+
+    def features(self, batch: dict) -> ContextSet:
+        """What the backbone alone computes: per time step and cell, its pool x pool map as one
+        vector (B, T'*g*g, C*p*p), time-major, with the mask of the real steps and the layouts
+        (what mmdesc/features.py caches when the backbone is frozen)."""
         x = batch["pixels"]  # (B, 3, T, S, S)
         f = self.backbone(x)  # (B, C, T', h, w)
         b, c, t_out = f.shape[:3]
@@ -705,7 +712,20 @@ class Encoder(nn.Module):
         layouts, real = self._layouts(batch, t_out, x.shape[2])
         f = F.adaptive_avg_pool3d(f, (t_out, g * p, g * p))  # (B, C, T', g*p, g*p)
         f = f.reshape(b, c, t_out, g, p, g, p)  # (B, C, T', g*p, g*p) -> (B, C, T', g, p, g, p)
-        f = f.permute(0, 3, 5, 2, 1, 4, 6).reshape(b * g * g, t_out, c * p * p)  # -> (B*g*g, T', C*p*p)
+        f = f.permute(0, 2, 3, 5, 1, 4, 6).reshape(b, t_out * g * g, c * p * p)  # -> (B, T'*g*g, C*p*p)
+        steps = torch.arange(t_out, device=f.device)[None, :] < real.to(f.device)[:, None]  # (B, T')
+        mask = steps[:, :, None].expand(b, t_out, g * g).reshape(b, t_out * g * g)  # (B, T', g*g) -> (B, N)
+        return ContextSet(f, mask, layouts)
+
+    def head(self, ctx: ContextSet) -> ContextSet:
+        """The rest of the encoder over ``features``: projection, temporal layers, clip summary,
+        time and cell embeddings, layer norm, dropout."""
+        g = self.grid
+        b, n, cpp = ctx.vectors.shape
+        t_out = n // (g * g)
+        real = ctx.mask.reshape(b, t_out, g * g)[:, :, 0].sum(1)  # (B, N) -> (B, T', g*g) -> (B,)
+        f = ctx.vectors.reshape(b, t_out, g * g, cpp).transpose(1, 2)  # (B, N, C*p*p) -> (B, g*g, T', C*p*p)
+        f = f.reshape(b * g * g, t_out, cpp)  # (B, g*g, T', C*p*p) -> (B*g*g, T', C*p*p)
         v = self._relate(self.proj(f), real.repeat_interleave(g * g))  # (B*g*g, T', D)
         if self.summary is not None:
             v = v + self._summary(v, real.repeat_interleave(g * g))[:, None, :]  # (B*g*g, T', D)
@@ -713,9 +733,7 @@ class Encoder(nn.Module):
         time = self.time[torch.arange(t_out, device=v.device).clamp(max=self.time.shape[0] - 1)]  # (T', D)
         v = self.norm(v + time[:, None, :] + self.cell[None, :, :])  # (B, T', g*g, D)
         v = self.dropout(v.reshape(b, t_out * g * g, -1))  # (B, T', g*g, D) -> (B, T'*g*g, D)
-        steps = torch.arange(t_out, device=v.device)[None, :] < real.to(v.device)[:, None]  # (B, T')
-        mask = steps[:, :, None].expand(b, t_out, g * g).reshape(b, t_out * g * g)  # (B, T', g*g) -> (B, N)
-        return ContextSet(v, mask, layouts)
+        return ContextSet(v, ctx.mask, ctx.layouts)
 
     def _relate(self, v: Tensor, lengths: Tensor) -> Tensor:
         """Residual temporal layers over (N, T', D) sequences of ``lengths`` real steps."""
