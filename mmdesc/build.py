@@ -210,8 +210,7 @@ def cache_split(recipe, split: str = "train", say: Callable[[str], None] = print
 
     import torch
 
-    from mmdesc import features, transfer
-    from mmdesc.train import pick_device
+    from mmdesc import devices, features, transfer
 
     random.seed(recipe.seed)
     torch.manual_seed(recipe.seed)
@@ -221,7 +220,7 @@ def cache_split(recipe, split: str = "train", say: Callable[[str], None] = print
     train = read_split(recipe, "train")
     fit_reader(recipe, reader, train)
     examples = train if split == "train" else read_split(recipe, split)
-    device = pick_device(recipe.train.device)
+    device = torch.device(devices.resolve(recipe.train.device))
     torch.set_num_threads(recipe.train.threads or torch.get_num_threads())
     encoder = build_encoder(recipe, reader)  # the first weights a training draws: the same ones
     if getattr(recipe.encoder, "init_from", ""):
