@@ -122,7 +122,7 @@ def build_model(recipe, reader, tokenizer, pretrained: bool = True):
 def build_objective(recipe):
     from mmdesc.objective import Objective
 
-    return Objective(**asdict(recipe.loss))
+    return Objective(**asdict(recipe.loss), hard=recipe.decoder.attention_mode == "hard")
 
 
 def search_kwargs(search) -> dict:

@@ -143,9 +143,12 @@ class DecoderConfig:
     init: Literal["mean", "zero"] = "mean"
     location_channels: int = 8  # location attention: filters over the previous alignment
     location_kernel: int = 15  # location attention: their width in positions (odd)
+    attention_mode: Literal["soft", "hard"] = "soft"  # hard: Show-Attend-Tell's sampled attention (REINFORCE)
+    hard_mix: float = 0.0  # hard: share of sequences trained on the expectation instead (SAT: 0.5)
 
     def problems(self) -> list[str]:
         found = _positive(self, "emb", "hidden", "att", "out", "location_channels", "location_kernel")
+        found += check_range(self, 0.0, 1.0, "hard_mix")
         found += _fraction(self, "dropout") + check_range(self, 1, MAX_DIM, "emb", "hidden", "att", "out")
         found += check_range(self, 1, 1024, "location_channels", "location_kernel")
         if self.tied and self.out != self.emb:
@@ -162,9 +165,14 @@ class LossConfig:
     label_smoothing: float = 0.0  # of the cross-entropy
     ds_penalty: float = 0.0  # doubly-stochastic attention penalty
     ctc: float = 0.0  # joint CTC on the encoder output: total = (1 - ctc) * xent + ctc * CTC
+    hard_reinforce: float = 1.0  # decoder.attention_mode: hard: weight of the REINFORCE term
+    hard_entropy: float = 0.002  # hard: weight of the attention-entropy bonus
+    hard_baseline_decay: float = 0.9  # hard: moving average of the reward: b = decay * b + (1 - decay) * r
 
     def problems(self) -> list[str]:
-        return _non_negative(self, "ds_penalty") + _fraction(self, "label_smoothing", "ctc")
+        return _non_negative(self, "ds_penalty", "hard_reinforce", "hard_entropy") + \
+            _fraction(self, "label_smoothing", "ctc", "hard_baseline_decay") + \
+            check_range(self, 0, 1000, "hard_reinforce", "hard_entropy")
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,7 @@ class SearchConfig:
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     batch_size: int = 64
     compile: bool = False  # additive attention's score as one torch.compile'd loop (Decoder.fuse_attention)
+    attend: Literal["expectation", "argmax"] = "expectation"  # the context: attention's mean, or its peak's vector
     max_attention_shift: int = 0  # > 0: end a hypothesis whose attention peak jumps further than this
 
     def problems(self) -> list[str]:

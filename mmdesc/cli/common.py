@@ -34,10 +34,13 @@ def search_options(f):
                   help="Run additive attention's score as one loop compiled by torch.compile: up to "
                        "2x faster decoding of large batches over many positions (images); the first "
                        "batch waits ~10 s to compile. [recipe's]")
+    @click.option("--attend", type=click.Choice(["expectation", "argmax"]), default=None,
+                  help="The context each word reads: the attention's expectation (soft), or the vector "
+                       "at its peak (hard attention's deterministic reading). [recipe's]")
     @functools.wraps(f)
-    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, **kwargs):
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, attend, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
-                                    compile=compile_), device=device, **kwargs)
+                                    compile=compile_, attend=attend), device=device, **kwargs)
     return wrapper
 
 
