@@ -233,7 +233,7 @@ def cache_split(recipe, split: str = "train", say: Callable[[str], None] = print
 def build_objective(recipe):
     from mmdesc.objective import Objective
 
-    return Objective(**asdict(recipe.loss))
+    return Objective(**asdict(recipe.loss), hard=recipe.decoder.attention_mode == "hard")
 
 
 def search_kwargs(search) -> dict:

@@ -184,9 +184,12 @@ class DecoderConfig:
     # tokenizer) this one starts from; word vectors in word2vec/GloVe text format for the embeddings
     init_from: str = field(default="", metadata=NOT_AN_ARGUMENT)
     embeddings: str = field(default="", metadata=NOT_AN_ARGUMENT)
+    attention_mode: Literal["soft", "hard"] = "soft"  # hard: Show-Attend-Tell's sampled attention (REINFORCE)
+    hard_mix: float = 0.0  # hard: share of sequences trained on the expectation instead (SAT: 0.5)
 
     def problems(self) -> list[str]:
         found = _positive(self, "emb", "hidden", "att", "out", "location_channels", "location_kernel")
+        found += check_range(self, 0.0, 1.0, "hard_mix")
         if self.init_from and self.embeddings:
             found.append("embeddings: decoder.init_from gives the decoder its embeddings already; set one of the two")
         found += _fraction(self, "dropout") + check_range(self, 1, MAX_DIM, "emb", "hidden", "att", "out")
@@ -205,9 +208,14 @@ class LossConfig:
     label_smoothing: float = 0.0  # of the cross-entropy
     ds_penalty: float = 0.0  # doubly-stochastic attention penalty
     ctc: float = 0.0  # joint CTC on the encoder output: total = (1 - ctc) * xent + ctc * CTC
+    hard_reinforce: float = 1.0  # decoder.attention_mode: hard: weight of the REINFORCE term
+    hard_entropy: float = 0.002  # hard: weight of the attention-entropy bonus
+    hard_baseline_decay: float = 0.9  # hard: moving average of the reward: b = decay * b + (1 - decay) * r
 
     def problems(self) -> list[str]:
-        return _non_negative(self, "ds_penalty") + _fraction(self, "label_smoothing", "ctc")
+        return _non_negative(self, "ds_penalty", "hard_reinforce", "hard_entropy") + \
+            _fraction(self, "label_smoothing", "ctc", "hard_baseline_decay") + \
+            check_range(self, 0, 1000, "hard_reinforce", "hard_entropy")
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,7 @@ class SearchConfig:
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     batch_size: int = 64
     compile: bool = False  # the fused attention score (Decoder.fuse_attention); on CUDA also the step as CUDA graphs
+    attend: Literal["expectation", "argmax"] = "expectation"  # the context: attention's mean, or its peak's vector
     max_attention_shift: int = 0  # > 0: end a hypothesis whose attention peak jumps further than this
     no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size within a hypothesis
     repetition_penalty: float = 1.0  # > 1: a token already said has its log-probability multiplied by it

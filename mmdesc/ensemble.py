@@ -77,6 +77,12 @@ class EnsembleDecoder(nn.Module):
             d.fuse_attention(enabled)
         return self
 
+    def set_attend(self, attend: str) -> "EnsembleDecoder":
+        """Every member reads the context the same way (``Decoder.set_attend``)."""
+        for d in self.decoders:
+            d.set_attend(attend)
+        return self
+
     def split(self, ctx: ContextSet) -> list[ContextSet]:
         """Each member's part of the side-by-side vectors."""
         parts = ctx.vectors.split(self.dims, dim=-1)  # (B, N, sum D_m) -> M x (B, N, D_m)

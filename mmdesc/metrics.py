@@ -1,7 +1,8 @@
 """Scores for descriptions and for where the attention looked.
 
-Text scores: corpus BLEU and chrF (sacrebleu, tokenizer ``13a``), CIDEr-D (written here,
-as in the coco-caption reference code), WER and CER (jiwer). Attention scores: grounding
+Text scores: corpus BLEU and chrF (sacrebleu, tokenizer ``13a``), CIDEr-D and ROUGE-L (written
+here, as in the coco-caption reference code), WER and CER (jiwer); the whole COCO caption
+evaluation, tokenizer included, is in :mod:`mmdesc.cocoeval`. Attention scores: grounding
 (does the attention peak of a word fall inside its referent's region?), the alignment error
 rate of attention-derived word alignments against sure/possible ground truth, and time
 alignment (does a word's attention sit inside the time span where it is spoken?). Object
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "bleu", "chrf", "cider_d", "wer", "cer", "error_rates", "corpus_scores", "SELECTION", "selection_value",
+    "bleu", "chrf", "cider_d", "rouge_l", "lcs_length", "wer", "cer", "error_rates", "corpus_scores", "SELECTION", "selection_value",
     "improved", "word_attention", "grounding", "alignment_error_rate", "argmax_alignment", "time_alignment",
     "ObjectVocabulary", "parse_objects", "object_scores",
 ]
@@ -30,7 +31,7 @@ __all__ = [
 # The scores that can pick the best checkpoint (``train.metric``), and which way is better.
 SELECTION: dict[str, str] = {
     "bleu": "max", "bleu1": "max", "bleu2": "max", "bleu3": "max", "bleu4": "max",
-    "chrf": "max", "cider_d": "max", "wer": "min", "cer": "min", "loss": "min",
+    "chrf": "max", "cider_d": "max", "rouge_l": "max", "wer": "min", "cer": "min", "loss": "min",
 }
 _ALIASES = {"bleu": "bleu4"}  # "bleu" is corpus BLEU-4, the usual meaning
 
@@ -177,6 +178,48 @@ def cider_d(hyps: list[str], refs: list[list[str]], n: int = 4, sigma: float = 6
     return float(np.mean(scores))
 
 
+# ----------------------------------------------------------------------------- ROUGE-L
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists."""
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diag = 0
+        for j, y in enumerate(b, 1):
+            diag, row[j] = row[j], diag + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def rouge_l(hyps: list[str], refs: list[list[str]], beta: float = 1.2) -> float:
+    """ROUGE-L (0-100) as coco-caption's ``pycocoevalcap/rouge/rouge.py`` computes it.
+
+    Per input: for each reference, the longest common subsequence with the hypothesis gives
+    a precision (LCS / hypothesis length) and a recall (LCS / reference length); with P and R
+    the *largest* precision and the largest recall over the references (taken separately, as
+    the reference code does), the score is ``(1 + beta^2) P R / (R + beta^2 P)`` (0 when either
+    is 0), beta = 1.2. The corpus score is the mean over inputs, times 100. Words are the
+    lowercased whitespace tokens (coco-caption runs the PTB tokenizer first; tokenize
+    beforehand, or use ``mmdesc.cocoeval``, to match it exactly). An empty hypothesis scores 0.
+    """
+    _check_pairs(hyps, refs)
+    if not hyps:
+        return 0.0
+    scores = []
+    for hyp, rs in zip(hyps, refs):
+        h = hyp.lower().split()
+        best_p = best_r = 0.0
+        for ref in rs:
+            r = ref.lower().split()
+            lcs = lcs_length(h, r)
+            best_p = max(best_p, lcs / len(h) if h else 0.0)
+            best_r = max(best_r, lcs / len(r) if r else 0.0)
+        scores.append((1 + beta ** 2) * best_p * best_r / (best_r + beta ** 2 * best_p) if best_p and best_r else 0.0)
+    return 100.0 * float(np.mean(scores))
+
+
 # ----------------------------------------------------------------------------- WER / CER
 
 
@@ -236,10 +279,10 @@ def cer(hyps: list[str], refs: list[str] | list[list[str]]) -> float:
 
 
 def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
-    """BLEU-1..4, chrF, CIDEr-D, WER and CER of a corpus, plus the sacrebleu signatures.
+    """BLEU-1..4, chrF, CIDEr-D, ROUGE-L, WER and CER of a corpus, plus the sacrebleu signatures.
 
-    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d"}`` (floats, 0-100 for
-    BLEU/chrF, CIDEr-D on its own x10 scale), ``error_rates``' ``{"wer", "cer",
+    Returns ``{"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d", "rouge_l"}`` (floats, 0-100
+    for BLEU/chrF/ROUGE-L, CIDEr-D on its own x10 scale), ``error_rates``' ``{"wer", "cer",
     "substitutions", "deletions", "insertions", "ref_words"}`` (against the first reference)
     and ``{"bleu_signature", "chrf_signature"}``.
     """
@@ -249,6 +292,7 @@ def corpus_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
         out[f"bleu{k}"], signature = _bleu(hyps, refs, k)
     out["chrf"], chrf_signature = _chrf(hyps, refs)
     out["cider_d"] = cider_d(hyps, refs)
+    out["rouge_l"] = rouge_l(hyps, refs)
     out.update(error_rates(hyps, refs))
     out["bleu_signature"] = signature
     out["chrf_signature"] = chrf_signature

@@ -25,9 +25,13 @@ class Describer(nn.Module):
             return self.encoder.head(ContextSet(batch["features"], batch["features_mask"], batch["layouts"]))
         return self.encoder(batch)
 
-    def forward(self, batch: dict, inputs: Tensor) -> tuple[Tensor, Tensor, ContextSet]:
-        """Teacher forcing: inputs (B, T) = BOS + target[:-1] -> logits (B, T, V), alphas (B, T, N), ctx."""
+    def forward(self, batch: dict, inputs: Tensor, positions: bool = False):
+        """Teacher forcing: inputs (B, T) = BOS + target[:-1] -> logits (B, T, V), alphas (B, T, N), ctx;
+        ``positions=True``: and the positions (B, T) hard attention drew, or None (Decoder.forward)."""
         ctx = self.encode(batch)
+        if positions:
+            logits, alphas, drawn = self.decoder(ctx, inputs, positions=True)
+            return logits, alphas, ctx, drawn
         logits, alphas = self.decoder(ctx, inputs)
         return logits, alphas, ctx
 
@@ -35,11 +39,15 @@ class Describer(nn.Module):
     def generate(self, batch: dict, *, beam: int = 5, n_best: int = 1, max_len: int = 50,
                  max_len_a: float = 0.0, max_len_b: int = 0, min_len: int = 0,
                  length_penalty: float = 1.0, max_attention_shift: int = 0, attention: bool = True,
-                 bos: int = 1, eos: int = 2, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
-                 sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int = 0, generator: torch.Generator | None = None) -> tuple[list[list[Hypothesis]], list]:
+                 attend: str = "expectation", bos: int = 1, eos: int = 2, no_repeat_ngram: int = 0,
+                 repetition_penalty: float = 1.0, sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0,
+                 generator: torch.Generator | None = None) -> tuple[list[list[Hypothesis]], list]:
         """n-best hypotheses per input, best first, with their attention (``attention=False``:
-        without, and cheaper); and each input's layout. The search options are ``decode``'s."""
+        without, and cheaper); and each input's layout. ``attend``: the context the decoder
+        reads, the attention's expectation or the vector at its peak ("argmax"). The other search
+        options are ``decode``'s."""
+        self.decoder.set_attend(attend)
         ctx = self.encode(batch)
         limits = output_limits(ctx.lengths, max_len, max_len_a, max_len_b)
         hyps = decode(self.decoder, ctx, beam=beam, n_best=n_best, max_lens=limits, min_len=min_len,

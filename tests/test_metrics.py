@@ -35,7 +35,7 @@ def test_bleu_variable_reference_counts():
 def test_bleu_orders_decrease_for_partial_match():
     hyps, refs = ["the cat sat on a mat today"], [["the cat sat on the mat"]]
     scores = m.corpus_scores(hyps, refs)
-    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d",
+    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "chrf", "cider_d", "rouge_l",
                            "wer", "cer", "substitutions", "deletions", "insertions", "ref_words",
                            "bleu_signature", "chrf_signature"}
     # "a" for "the" and an extra "today": 2 edits over 6 reference words
@@ -302,3 +302,16 @@ def test_object_scores_follow_any_vocabulary():
              {"fruit": "pear", "ripe": "green", "box": [10, 0, 15, 5]}]
     s = m.object_scores(["one green apple next to a green pear"], [scene], fruit)
     assert s["ripe_accuracy"] == 50.0 and s["fruit_accuracy"] == 100.0 and s["relation_accuracy"] == 100.0
+
+
+def test_rouge_l_by_hand():
+    assert m.lcs_length("a b c d".split(), "b x d".split()) == 2 and m.lcs_length([], ["a"]) == 0
+    # LCS with "a red circle" = 3 of 4 hypothesis words and all 3 reference words: P = 3/4, R = 1;
+    # with "a small blue circle left": P = 3/4, R = 3/5. Best P and best R: 3/4 and 1.
+    # F = (1 + 1.2^2) * 0.75 * 1 / (1 + 1.2^2 * 0.75) = 1.83 / 2.08
+    one = m.rouge_l(["a small red circle"], [["a red circle", "a small blue circle left"]])
+    assert one == pytest.approx(100 * 1.83 / 2.08)
+    # the best precision and the best recall come from different references, as in coco-caption
+    two = m.rouge_l(["a b c d"], [["a b", "a b c d e f g h"]])
+    assert two == pytest.approx(100.0)
+    assert m.rouge_l(["", "A B"], [["a b"], ["a b"]]) == pytest.approx(50.0)  # empty: 0; case folded

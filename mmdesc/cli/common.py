@@ -38,6 +38,9 @@ def search_options(f):
                        "batch waits ~10 s to compile. On CUDA also replay the decode step as CUDA graphs "
                        "(one input at a time is then not bound by kernel launches). [recipe's]")
     @click.option("--precision", type=click.Choice(PRECISIONS), default=None, help=PRECISION_HELP)
+    @click.option("--attend", type=click.Choice(["expectation", "argmax"]), default=None,
+                  help="The context each word reads: the attention's expectation (soft), or the vector "
+                       "at its peak (hard attention's deterministic reading). [recipe's]")
     @click.option("--no-repeat-ngram", type=click.IntRange(0, MAX_OUTPUT), default=None, metavar="N",
                   help="Never repeat an n-gram of N tokens within an output (0 = allowed). [recipe's]")
     @click.option("--repetition-penalty", type=click.FloatRange(0, 100, min_open=True), default=None,
@@ -53,10 +56,10 @@ def search_options(f):
     @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
                   help="With --sample: the same seed, inputs and batch size give the same samples. [recipe's]")
     @functools.wraps(f)
-    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, precision, no_repeat_ngram, repetition_penalty,
+    def wrapper(*args, beam, n_best, max_len, batch_size, device, compile_, precision, attend, no_repeat_ngram, repetition_penalty,
                 sample, temperature, top_k, top_p, seed, **kwargs):
         return f(*args, search=dict(beam=beam, n_best=n_best, max_len=max_len, batch_size=batch_size,
-                                    compile=compile_, precision=precision, no_repeat_ngram=no_repeat_ngram,
+                                    compile=compile_, precision=precision, attend=attend, no_repeat_ngram=no_repeat_ngram,
                                     repetition_penalty=repetition_penalty, sample=sample, temperature=temperature,
                                     top_k=top_k, top_p=top_p, seed=seed), device=device, **kwargs)
     return wrapper

@@ -10,7 +10,7 @@ from mmdesc.alignment import LABELS as ATTENTION_LABELS
 from mmdesc.cli.common import ensemble_options, join_ensembles, resolve_search, search_options, writable_file
 
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "chrf": "chrF",
-          "cider_d": "CIDEr-D", "grounding": "grounding (% shape words)", "aer": "AER (%)",
+          "cider_d": "CIDEr-D", "rouge_l": "ROUGE-L", "grounding": "grounding (% shape words)", "aer": "AER (%)",
           "align_precision": "alignment precision", "align_recall": "alignment recall",
           "wer": "WER (%)", "cer": "CER (%)", "substitutions": "substitutions", "deletions": "deletions",
           "insertions": "insertions", "time_alignment": "time alignment (% words)",
@@ -20,6 +20,9 @@ LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLE
           "attribute_accuracy": "attribute accuracy (%)", "shape_accuracy": "  shape", "colour_accuracy": "  colour",
           "size_accuracy": "  size", "relation_accuracy": "relation accuracy (%)",
           **{k: f"attention {v}" for k, v in ATTENTION_LABELS.items()}}
+COCO_LABELS = {"coco_bleu1": "BLEU-1", "coco_bleu2": "BLEU-2", "coco_bleu3": "BLEU-3", "coco_bleu4": "BLEU-4",
+               "coco_meteor": "METEOR", "coco_rouge_l": "ROUGE-L", "coco_cider_d": "CIDEr-D"}
+REPLACED_BY_COCO = ("bleu1", "bleu2", "bleu3", "bleu4", "cider_d", "rouge_l")  # not shown twice
 
 
 @click.command("evaluate")
@@ -30,16 +33,22 @@ LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLE
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N inputs.")
 @search_options
 @ensemble_options
+@click.option("--scorer", type=click.Choice(["default", "coco"]), default="default", show_default=True,
+              help="coco: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D as the COCO caption evaluation computes "
+                   "them (PTB tokenization; pip install 'mmdesc[coco]', METEOR and the tokenizer need Java), "
+                   "x100 as papers print them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
 @click.option("--hypotheses", type=click.Path(dir_okay=False), default=None, help="Also write the best hypotheses here, one per line.")
-def command(data_overrides, checkpoint, split, limit, search, device, ensemble, as_json, hypotheses) -> None:
+def command(data_overrides, checkpoint, split, limit, search, device, ensemble, scorer, as_json, hypotheses) -> None:
     """Score a trained model on a split of the corpus its recipe names, or on any split in
     a format the modality reads, given as ``data.*`` overrides of the recipe, e.g.
 
       mmdesc evaluate -c runs/image data.root=/coco data.test.format=karpathy \\
           data.test.captions=dataset_coco.json data.test.images=. data.test.split=test
 
-    Reports BLEU-1..4 and chrF (sacrebleu, with their signatures) and CIDEr-D; where the
+    Reports BLEU-1..4 and chrF (sacrebleu, with their signatures), CIDEr-D and ROUGE-L
+    (``--scorer coco``: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of the COCO caption
+    evaluation instead, each with what computed it, or why it could not); where the
     corpus has ground truth for attention, also the grounding of shape words in images
     (% whose most attended cell lies in the object's box) and the alignment error rate
     of the attention for translation (argmax per target word, reading the reference),
@@ -82,6 +91,10 @@ def command(data_overrides, checkpoint, split, limit, search, device, ensemble, 
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task(f"evaluate {split}", total=len(loaded.items))
         result, hyps = score(model, loaded, batch_size=s.batch_size, progress=lambda n: bar.advance(task, n), **kwargs)
+    if scorer == "coco":
+        from mmdesc.cocoeval import coco_scores
+
+        result.update(coco_scores(hyps, [ex.references for ex in loaded.examples]))
     seconds = time.perf_counter() - start
     result.update({"split": split, "n": len(loaded.items), "skipped": len(loaded.failures),
                    "beam": s.beam, "seconds": round(seconds, 2),
@@ -100,13 +113,22 @@ def command(data_overrides, checkpoint, split, limit, search, device, ensemble, 
     table = Table(title=f"{name} on {split} ({len(loaded.items)} inputs, {how})")
     table.add_column("metric")
     table.add_column("score", justify="right")
+    coco = scorer == "coco"
+    if coco:
+        table.add_column("computed by")
+        for key, label in COCO_LABELS.items():
+            value = result[key]
+            table.add_row(f"{label} (COCO)", "n/a" if value is None else f"{value:.2f}", result["coco_notes"][key])
     for key, label in LABELS.items():
-        if key in result:
+        if key in result and not (coco and key in REPLACED_BY_COCO):
             value = result[key]
             table.add_row(label, str(value) if isinstance(value, int) else f"{value:.2f}")
     console = Console()
     console.print(table)
-    for key in ("bleu_signature", "chrf_signature"):
+    if coco:
+        console.print(f"COCO scores x100, captions tokenized by {result['coco_tokenizer']}", highlight=False,
+                      soft_wrap=True)
+    for key in ("chrf_signature",) if coco else ("bleu_signature", "chrf_signature"):
         if key in result:
             console.print(f"{key.split('_')[0]}: {result[key]}", highlight=False)
     console.print(f"{result['items_per_second']} inputs/s ({seconds:.1f} s)", highlight=False)

@@ -14,6 +14,11 @@ they hold::
 The state is part of the decoder's flat state dict, so beam search reorders it with the
 rest. Location-aware attention keeps the previous alignment there.
 
+Every attention gives a distribution ``alpha`` over the positions and its expectation as the
+context (soft attention). Hard attention (Show, Attend and Tell) reads one position instead,
+drawn from ``alpha`` (``sample_positions``) or its peak; the decoder makes that choice
+(``Decoder(attention_mode="hard")``), so it works with every attention here.
+
 Additive attention's score v . tanh(k_n + q) is elementwise work over (B, K, N, A), 128 MB
 of float32 at 64 inputs x 5 beams x 196 positions x 512. ``additive_score`` computes it in
 blocks over inputs and positions that stay in the core's cache (``SCORE_BLOCK`` elements),
@@ -112,6 +117,22 @@ def fused_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
 def attend(alpha: Tensor, vectors: Tensor) -> Tensor:
     """alpha (B, K, N), vectors (B, N, D) -> context (B, K, D)."""
     return torch.bmm(alpha.to(vectors.dtype), vectors)  # (B, K, N) @ (B, N, D) -> (B, K, D)
+
+
+def sample_positions(alpha: Tensor, mask: Tensor) -> Tensor:
+    """One position per query drawn from its attention: alpha (B, K, N) -> indices (B, K).
+
+    Show-Attend-Tell's hard attention. A position outside ``mask`` (B, N) is never drawn,
+    whatever ``alpha`` holds there. Draws from torch's global generator, so a seeded run
+    (and a resumed one, whose RNG state the checkpoint holds) draws the same positions."""
+    p = alpha.detach().float().masked_fill(~mask[:, None, :], 0.0)  # (B, K, N)
+    b, k, n = p.shape
+    return torch.multinomial(p.reshape(b * k, n), 1).view(b, k)  # (B*K, N) -> (B*K, 1) -> (B, K)
+
+
+def gather_positions(vectors: Tensor, index: Tensor) -> Tensor:
+    """vectors (B, N, D), index (B, K) -> the indexed vectors (B, K, D)."""
+    return vectors.gather(1, index[:, :, None].expand(-1, -1, vectors.shape[-1]))  # (B, K) -> (B, K, D)
 
 
 class MLPAttention(nn.Module):

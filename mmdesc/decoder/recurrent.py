@@ -19,6 +19,16 @@ cell="gru": conditional GRU (Sennrich et al. 2017; Bahdanau et al. 2015):
 cell="lstm": Show, Attend and Tell (Xu et al. 2015):
     c, alpha = att(h, ctx);  [c = beta * c];  h, m = LSTM([E y_prev; c], (h, m))
 Both emit through a deep output: logits = W_v tanh(W_s s + W_e E y_prev + W_c c).
+
+attention_mode="hard": Show, Attend and Tell's stochastic hard attention. While training,
+the context c is the vector at one position drawn from alpha (never a masked one), not
+alpha's expectation; ``forward(..., positions=True)`` returns the drawn positions, from
+which the objective's REINFORCE term trains the attention (mmdesc/objective.py: nothing
+else reaches the attention's weights, as the drawn vector does not depend on them).
+``hard_mix``: the share of sequences that read the expectation instead (SAT used 0.5).
+``reward_baseline`` (a buffer, so checkpoints and resuming keep it) is the moving average
+of the reward that the objective keeps. At test time (``eval()``) every model reads
+``attend``: the expectation (soft, the default) or the most attended vector ("argmax").
 """
 from __future__ import annotations
 
@@ -29,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdesc.contexts import ContextSet
-from mmdesc.decoder.attention import ATTENTIONS
+from mmdesc.decoder.attention import ATTENTIONS, gather_positions, sample_positions
 
 State = dict[str, Tensor]
 
@@ -73,7 +83,8 @@ class Decoder(nn.Module):
     def __init__(self, vocab_size: int, ctx_dim: int, cell: str = "gru", attention: str = "mlp",
                  emb: int = 128, hidden: int = 256, att: int = 128, out: int = 128, dropout: float = 0.1,
                  tied: bool = False, gate: bool = False, init: str = "mean", pad: int = 0,
-                 location_channels: int = 8, location_kernel: int = 15):
+                 location_channels: int = 8, location_kernel: int = 15, attention_mode: str = "soft",
+                 hard_mix: float = 0.0):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell {cell!r} is not one of {{gru, lstm}}")
@@ -81,6 +92,14 @@ class Decoder(nn.Module):
             raise ValueError(f"attention {attention!r} is not one of {{{', '.join(ATTENTIONS)}}}")
         if tied and out != emb:
             raise ValueError(f"tied embeddings need out == emb, got out={out}, emb={emb}")
+        if attention_mode not in ("soft", "hard"):
+            raise ValueError(f"attention_mode {attention_mode!r} is not one of {{soft, hard}}")
+        if not 0.0 <= hard_mix <= 1.0:
+            raise ValueError(f"hard_mix must be in [0, 1], got {hard_mix}")
+        self.attention_mode, self.hard_mix = attention_mode, hard_mix
+        self.attend = "expectation"  # at test time: or "argmax" (set_attend)
+        if attention_mode == "hard":  # NaN until the objective sees its first batch
+            self.register_buffer("reward_baseline", torch.tensor(float("nan")))
         self.cell, self.hidden, self.ctx_dim, self.vocab_size = cell, hidden, ctx_dim, vocab_size
         self.use_gate, self.init_mode = gate, init
         self.embed = nn.Embedding(vocab_size, emb, padding_idx=pad)
@@ -142,6 +161,30 @@ class Decoder(nn.Module):
             return self.hidden_layers[name](h)
         return F.linear(h, getattr(self, name), getattr(self, "b" + name[1:]))
 
+    def set_attend(self, attend: str) -> "Decoder":
+        """What the context is at test time: the attention's expectation ("expectation") or the
+        vector at its peak ("argmax", hard attention's deterministic reading)."""
+        if attend not in ("expectation", "argmax"):
+            raise ValueError(f"attend {attend!r} is not one of {{expectation, argmax}}")
+        self.attend = attend
+        return self
+
+    def _pick(self, pctx: PreparedContext, c: Tensor, alpha: Tensor,
+              soft: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The context the recurrence reads, given the expectation ``c`` (B, K, D) and ``alpha``
+        (B, K, N): ``c`` itself, or the vector at a drawn position (hard attention, training) or
+        at the peak (``attend="argmax"``, test time). Returns it and the drawn positions (B, K),
+        -1 where a sequence of ``soft`` (B,) read the expectation; None when nothing was drawn."""
+        if self.training and self.attention_mode == "hard":
+            drawn = sample_positions(alpha, pctx.mask)  # (B, K)
+            picked = gather_positions(pctx.vectors, drawn)  # (B, K, D)
+            if soft is None:
+                return picked, drawn
+            return torch.where(soft[:, None, None], c, picked), drawn.masked_fill(soft[:, None], -1)
+        if not self.training and self.attend == "argmax":
+            return gather_positions(pctx.vectors, alpha.argmax(-1)), None
+        return c, None
+
     # --- the step API ---------------------------------------------------------------
     def prepare(self, ctx: ContextSet) -> PreparedContext:
         """Project the context's attention keys once per input."""
@@ -161,23 +204,27 @@ class Decoder(nn.Module):
         state = {name: s[:, None, :].expand(b, k, self.hidden).contiguous() for name, s in state.items()}
         return {**state, **self.att.init_state(pctx.mask, k)}
 
-    def _recur(self, pctx: PreparedContext, gi: Tensor, state: State) -> tuple[State, Tensor, Tensor]:
+    def _recur(self, pctx: PreparedContext, gi: Tensor, state: State,
+               soft: Tensor | None = None) -> tuple[State, Tensor, Tensor, Tensor | None]:
         """One recurrence given the embedding part ``gi`` (B, K, G) of the input gates.
 
-        Returns the new state, the (gated) context (B, K, D) and alpha (B, K, N)."""
+        Returns the new state, the (gated) context (B, K, D), alpha (B, K, N) and the positions
+        hard attention drew (B, K) or None (``_pick``)."""
         h = state["h"]
         if self.cell == "gru":
             h1 = gru_update(gi, h, self._hidden(h, "w_hh"))
             c, alpha, att_state = self.att(h1, pctx.vectors, pctx.keys, pctx.mask, state)
+            c, drawn = self._pick(pctx, c, alpha, soft)
             if self.gate is not None:
                 c = torch.sigmoid(self.gate(h1)) * c
             h2 = gru_update(self.w_c2(c), h1, self._hidden(h1, "w_hh2"))
-            return {"h": h2, **att_state}, c, alpha
+            return {"h": h2, **att_state}, c, alpha, drawn
         c, alpha, att_state = self.att(h, pctx.vectors, pctx.keys, pctx.mask, state)
+        c, drawn = self._pick(pctx, c, alpha, soft)
         if self.gate is not None:
             c = torch.sigmoid(self.gate(h)) * c
         h2, m2 = lstm_update(gi + self.w_c(c), self._hidden(h, "w_hh"), state["m"])
-        return {"h": h2, "m": m2, **att_state}, c, alpha
+        return {"h": h2, "m": m2, **att_state}, c, alpha, drawn
 
     def _logits(self, s: Tensor, e: Tensor, c: Tensor) -> Tensor:
         """Deep output: (..., H), (..., E), (..., D) -> (..., V)."""
@@ -193,23 +240,33 @@ class Decoder(nn.Module):
     def eager_step(self, pctx: PreparedContext, y: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
         """``step`` as PyTorch runs it op by op (what a CUDA graph records)."""
         e = self.drop(self.embed(y))  # (B, K, E)
-        state, c, alpha = self._recur(pctx, self.w_e(e), state)
+        state, c, alpha, _ = self._recur(pctx, self.w_e(e), state)
         logprobs = torch.log_softmax(self._logits(state["h"], e, c).float(), dim=-1)
         return logprobs, state, alpha
 
     # --- teacher forcing ----------------------------------------------------------------
-    def forward(self, ctx: ContextSet, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """inputs (B, T) = BOS + target[:-1] -> logits (B, T, V), alphas (B, T, N)."""
+    def forward(self, ctx: ContextSet, inputs: Tensor, positions: bool = False):
+        """inputs (B, T) = BOS + target[:-1] -> logits (B, T, V), alphas (B, T, N).
+
+        ``positions=True``: also the positions (B, T) hard attention drew while training (-1
+        in the sequences that read the expectation, ``hard_mix``), or None when none were."""
         pctx = self.prepare(ctx)
         state = self.init_state(pctx, 1)
         e = self.drop(self.embed(inputs))  # (B, T, E)
         gi = self.w_e(e)  # (B, T, G) for all steps at once
-        hs, cs, alphas = [], [], []
+        soft = None
+        if self.training and self.attention_mode == "hard" and self.hard_mix > 0:
+            soft = torch.rand(inputs.shape[0], device=inputs.device) < self.hard_mix  # (B,)
+        hs, cs, alphas, drawn = [], [], [], []
         for t in range(inputs.shape[1]):
-            state, c, alpha = self._recur(pctx, gi[:, t:t + 1], state)  # K = 1
+            state, c, alpha, d = self._recur(pctx, gi[:, t:t + 1], state, soft)  # K = 1
             hs.append(state["h"])
             cs.append(c)
             alphas.append(alpha)
+            drawn.append(d)
         s = torch.cat(hs, dim=1)  # T x (B, 1, H) -> (B, T, H)
         logits = self._logits(s, e, torch.cat(cs, dim=1))  # (B, T, V)
-        return logits, torch.cat(alphas, dim=1)  # (B, T, N)
+        alphas = torch.cat(alphas, dim=1)  # (B, T, N)
+        if not positions:
+            return logits, alphas
+        return logits, alphas, (torch.cat(drawn, dim=1) if drawn and drawn[0] is not None else None)  # (B, T)
