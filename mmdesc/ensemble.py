@@ -79,7 +79,7 @@ class EnsembleDecoder(nn.Module):
 
     def set_attend(self, attend: str) -> "EnsembleDecoder":
         """Every member reads the context the same way (``Decoder.set_attend``)."""
-        for d in self.decoders:
+        for d in self.members:
             d.set_attend(attend)
         return self
 
