@@ -35,11 +35,13 @@ def timed_steps(trainer, steps: int) -> tuple[float, int]:
     loading included), and the epoch's number of batches."""
     n, batches = trainer._epoch(0, 0)
     it = iter(batches)
-    trainer.step(next(it))  # warm-up: DataLoader workers start, first allocations
+    micro, whole = next(it)
+    trainer.step(*micro, whole=whole)  # warm-up: DataLoader workers start, first allocations
     times = []
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.step(next(it))
+        micro, whole = next(it)
+        trainer.step(*micro, whole=whole)
         now = time.perf_counter()
         times.append(now - start)
         start = now
