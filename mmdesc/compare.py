@@ -14,8 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +22,7 @@ import numpy as np
 
 from mmdesc import alignment
 from mmdesc.corpora import Example
+from mmdesc.files import write_text_atomic
 from mmdesc.corpora.synth import WORD_CLASSES, read_manifest, word_class
 
 # table columns: (key, label); what a model lacks is left empty
@@ -123,23 +122,8 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
     _write(path, buf.getvalue())
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary file, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def write_json(path: Path, doc: dict) -> None:

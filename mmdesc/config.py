@@ -529,15 +529,9 @@ def _migrate(d: Any) -> Any:
     if not isinstance(d, Mapping):
         return d
     d = copy.deepcopy(dict(d))
-    for old, new in MOVED.items():
-        (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
-        section = d.get(s_old)
-        if isinstance(section, dict) and k_old in section:
-            value = section.pop(k_old)
-            target = d.setdefault(s_new, {})
-            if isinstance(target, dict):
-                target.setdefault(k_new, value)
-    for old, (new, convert, _) in REPLACED.items():
+    carried = [(old, new, lambda v: v) for old, new in MOVED.items()]
+    carried += [(old, new, convert) for old, (new, convert, _) in REPLACED.items()]
+    for old, new, convert in carried:
         (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
         section = d.get(s_old)
         if isinstance(section, dict) and k_old in section:

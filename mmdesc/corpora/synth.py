@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmdesc.files import write_text_atomic
 from mmdesc.metrics import ObjectVocabulary
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -706,13 +706,6 @@ def start_part(root: Path, name: str) -> None:
 def mark_complete(root: Path, name: str, info: dict) -> None:
     """Record that part ``name`` is written (``info``: its seed and counts, JSON-able)."""
     write_text_atomic(_marker(root, name), json.dumps(info) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def scene_record(scene: Scene) -> dict:

@@ -19,7 +19,6 @@ import html
 import io
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from mmdesc import alignment
+from mmdesc.files import write_text_atomic
 from mmdesc.viz import LINKS, SEEN_AS, VIEWS, WHERE, check_kind
 from mmdesc.viz.canvas import as_matrix, colormap_anchors
 
@@ -155,28 +155,10 @@ def render(title: str, groups: Sequence[dict], sections: Sequence[str] = ()) -> 
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_report(path: str | os.PathLike, title: str, groups: Sequence[dict],
                  sections: Sequence[str] = ()) -> Path:
     """Write the report atomically (a temporary file renamed into place); returns its path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(title, groups, sections)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary file, not mkstemp's 0600
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_text_atomic(path, render(title, groups, sections))
 
 
 def model_view(trained: Any, source: str, described: Sequence[Any], label: str | None = None,
