@@ -584,11 +584,14 @@ def setup_optimizer(recipe, model, device):
     schedule, and fp16's grad scaler (None for fp32 and bf16)."""
     import torch
 
-    from mmdesc.train import lr_lambda
+    from mmdesc.train import Budget, lr_lambda
 
     cfg = recipe.train
     opt = torch.optim.AdamW(param_groups(recipe, model), lr=cfg.lr)  # the backbone's own group (transfer)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, cfg.warmup, cfg.max_steps))
+    budget = Budget() if cfg.anneal == "time" else None
+    factor = lr_lambda(cfg.schedule, cfg.warmup, cfg.max_steps, budget)
+    factor.budget = budget  # the Trainer keeps it up to date (a function's attributes are not in state_dict)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     return opt, sched, scaler
 

@@ -270,6 +270,10 @@ class TrainConfig:
     schedule: Literal["cosine", "constant", "inverse_sqrt"] = "cosine"
     max_steps: int = 5000
     max_minutes: float = 0.0  # 0 = no time limit
+    # what the schedule's decay runs over: steps (up to max_steps), or time (up to max_minutes,
+    # or max_steps if that comes first): on a machine slower than the recipe expected, a run
+    # stopped by its time limit still ends at the low learning rate instead of mid-schedule
+    anneal: Literal["steps", "time"] = "steps"
     valid_every: int = 500
     valid_size: int = 300  # items of the valid split scored with beam search
     metric: str = "bleu"  # the validation score that picks best/ (metrics.SELECTION: name -> direction)
@@ -309,6 +313,8 @@ class TrainConfig:
         found += check_range(self, 0, MAX_STEPS, "warmup", "max_steps", "valid_every", "save_every", "log_every",
                              "patience", "valid_size")
         found += check_range(self, 0, 10 ** 7, "max_minutes")
+        if self.anneal == "time" and not self.max_minutes > 0:
+            found.append("anneal: time needs a time limit (train.max_minutes > 0)")
         if not devices.well_formed(self.device):
             found.append(f"device: {_show(self.device)} is not a device name ({devices.NAMES})")
         from mmdesc.metrics import SELECTION

@@ -54,12 +54,25 @@ class Progress:
     seconds: float = 0.0  # trained so far, over every resume (train.max_minutes counts these)
 
 
-def lr_lambda(schedule: str, warmup: int, max_steps: int) -> Callable[[int], float]:
+@dataclass
+class Budget:
+    """The share of train.max_minutes spent (0..1), as every process agreed at the last step:
+    what a ``train.anneal: time`` schedule decays over. Not saved: a resumed run's clock
+    (``Progress.seconds``) gives it back at its first step."""
+
+    share: float = 0.0
+
+
+def lr_lambda(schedule: str, warmup: int, max_steps: int, budget: Budget | None = None) -> Callable[[int], float]:
+    """The learning-rate factor at each step. With a ``budget`` the decay runs over whichever
+    comes first, max_steps or the time limit (warm-up stays in steps)."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
         if schedule == "cosine":
             p = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+            if budget is not None:
+                p = max(p, min(1.0, budget.share))
             return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
         if schedule == "inverse_sqrt":
             return math.sqrt(max(1, warmup) / max(step, 1))
@@ -93,6 +106,7 @@ class Trainer:
         self.valid_data, self.valid_index = parts.valid, parts.valid_index
         self.model, self.net, self.objective = parts.model, parts.net, parts.objective
         self.opt, self.sched, self.scaler = parts.optimizer, parts.schedule, parts.scaler
+        self.budget = next((fn.budget for fn in self.sched.lr_lambdas if getattr(fn, "budget", None)), None)
         self.progress = parts.progress
         self._signal: int | None = None
         self._bad_run = 0  # consecutive non-finite losses
@@ -233,11 +247,13 @@ class Trainer:
         received a signal, whether any one's clock passed train.max_minutes (kept in
         ``_stopping``). One small all-reduce per step; a no-op with one process."""
         cfg = self.cfg
-        out_of_time = (cfg.max_minutes > 0 and self._clock is not None
-                       and (time.monotonic() - self._clock) / 60 >= cfg.max_minutes)
-        total = self.processes.total([float(self._signal is not None), float(out_of_time), *values])
+        elapsed = time.monotonic() - self._clock if self._clock is not None else 0.0
+        out_of_time = cfg.max_minutes > 0 and self._clock is not None and elapsed / 60 >= cfg.max_minutes
+        total = self.processes.total([float(self._signal is not None), float(out_of_time), elapsed, *values])
         self._stopping = (total[0] > 0, total[1] > 0)
-        return total[2:]
+        if self.budget is not None:  # the mean clock: every process decays its rate the same way
+            self.budget.share = total[2] / self.processes.world / (cfg.max_minutes * 60)
+        return total[3:]
 
     def _everywhere(self, error: MmdescError) -> MmdescError:
         """``error`` as every process raises it when all of them met it together: rank 0 says it."""

@@ -1,5 +1,6 @@
 """Training survives crashes: SIGKILL + resume is exact, SIGTERM checkpoints, NaN steps are skipped."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -163,3 +164,37 @@ def test_sigterm_to_the_whole_process_group_still_checkpoints(tiny_data, tmp_pat
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "checkpoint written" in err
     assert checkpoint.list_checkpoints(out)
+
+
+def test_time_annealing_ends_a_time_limited_run_at_the_floor_rate(tiny_data, tmp_path):
+    """train.anneal=time: the cosine decays over the time limit, so a run the clock stops long
+    before max_steps still ends at the schedule's lowest rate, having decayed all the way."""
+    out = tmp_path / "timed"
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={out}",
+               "train.anneal=time", "train.max_minutes=0.1", "train.max_steps=1000000", "train.warmup=0",
+               "train.lr=0.004", "train.log_every=1", "train.valid_every=1000000", "train.save_every=1000000")
+    assert r.code == 0, r.err
+    lrs = [rec["lr"] for rec in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in rec]
+    assert len(lrs) > 3, f"only {len(lrs)} steps in 6 s: nothing to see decay"
+    assert lrs[-1] == pytest.approx(0.004 * 0.05), "the last step is not at the floor rate"
+    assert lrs[0] > 0.004 * 0.5, "the rate began low: the decay was not over the time limit"
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])), "the rate went up while the clock went on"
+
+
+def test_time_annealing_needs_a_time_limit(tiny_data, tmp_path):
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={tmp_path / 'x'}",
+               "train.anneal=time")
+    assert r.code == 2 and "anneal: time needs a time limit" in r.err, r.err
+
+
+def test_lr_lambda_decays_over_whichever_budget_runs_out_first():
+    from mmdesc.train import Budget, lr_lambda
+
+    budget = Budget()
+    f = lr_lambda("cosine", 0, 100, budget)
+    assert f(50) == pytest.approx(0.05 + 0.95 * 0.5)  # half the steps, no time spent
+    budget.share = 0.9
+    assert f(50) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.9)))  # time is ahead
+    budget.share = 2.0
+    assert f(10) == pytest.approx(0.05)
+    assert lr_lambda("cosine", 0, 100)(50) == pytest.approx(0.05 + 0.95 * 0.5)  # no budget: steps alone
