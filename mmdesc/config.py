@@ -211,10 +211,12 @@ class LossConfig:
     hard_reinforce: float = 1.0  # decoder.attention_mode: hard: weight of the REINFORCE term
     hard_entropy: float = 0.002  # hard: weight of the attention-entropy bonus
     hard_baseline_decay: float = 0.9  # hard: moving average of the reward: b = decay * b + (1 - decay) * r
+    hard_discount: float = 1.0  # hard: a draw's reward is the target's log-likelihood from it on, discounted by this
 
     def problems(self) -> list[str]:
         return _non_negative(self, "ds_penalty", "hard_reinforce", "hard_entropy") + \
             _fraction(self, "label_smoothing", "ctc", "hard_baseline_decay") + \
+            check_range(self, 0, 1, "hard_discount") + \
             check_range(self, 0, 1000, "hard_reinforce", "hard_entropy")
 
 

@@ -16,16 +16,19 @@ Terms (the recipe's ``loss:`` section gives their weights):
 ``reinforce``   hard attention's REINFORCE term (Show, Attend and Tell, Xu et al. 2015, sec. 4.1),
           with a decoder of ``attention_mode="hard"``, which reads the vector at a position
           drawn from the attention, so no gradient of the cross-entropy reaches the attention.
-          The reward of a sequence is the log-likelihood of its target, log p(y | drawn
-          positions); the term is ``-(reward - baseline) * sum_t log alpha_t(drawn_t)``, summed
-          over the batch and divided by its target tokens like ``xent`` (so weight 1 is SAT's
-          lambda_r = 1 against the likelihood's own gradient). The baseline is a moving average
-          (decay ``hard_baseline_decay``, SAT's 0.9; it starts at the first batch's value) of the
-          reward per target token, times the sequence's length: SAT's moving average of the
-          reward, except that a long target's lower log-likelihood is not taken for a bad draw
-          (which multiplies the variance of the estimate on captions of 5 to 15 words). It is
-          kept in the decoder's ``reward_baseline`` buffer, so checkpoints and resuming keep
-          it. Weight ``hard_reinforce``;
+          The reward of the position drawn at step t is the log-likelihood of the target from
+          that step on, ``R_t = sum_{t' >= t} gamma^(t'-t) log p(y_t' | drawn positions)``: a
+          draw cannot change the words before it, so leaving their log-likelihood out (the
+          reward-to-go) keeps SAT's estimate of the gradient for gamma = 1 and only removes
+          variance; ``hard_discount`` gamma < 1 trades a little bias for less again. The term is
+          ``-sum_t (R_t - b_t) log alpha_t(drawn_t)``, summed over the batch and divided by its
+          target tokens like ``xent`` (so weight 1 is SAT's lambda_r = 1 against the likelihood's
+          own gradient). The baseline b_t is a moving average (decay ``hard_baseline_decay``,
+          SAT's 0.9; it starts at the first batch's value) of the reward per target token,
+          times the (discounted) number of target tokens R_t sums over, so a long target's lower
+          log-likelihood is not taken for a bad draw. It is kept in the decoder's
+          ``reward_baseline`` buffer, so checkpoints and resuming keep it. Weight
+          ``hard_reinforce``;
 ``att_entropy`` the entropy of the attention (nats per target step): a bonus, subtracted with
           weight ``hard_entropy`` (SAT's lambda_e), that keeps hard attention exploring.
 
@@ -72,17 +75,28 @@ def attention_entropy(alphas: Tensor, target_mask: Tensor) -> Tensor:
 
 
 def reinforce_term(alphas: Tensor, drawn: Tensor, reward: Tensor, baseline: Tensor, n_tokens: Tensor) -> Tensor:
-    """The REINFORCE surrogate ``-sum_b (reward_b - baseline_b) * sum_t log alpha_bt(drawn_bt)``
+    """The REINFORCE surrogate ``-sum_bt (reward_bt - baseline_bt) * log alpha_bt(drawn_bt)``
     divided by ``n_tokens``; its gradient is the score-function estimate of the gradient of
     -log p(y) with respect to the attention.
 
     alphas (B, T, N); drawn (B, T) the drawn positions, -1 at steps that drew none (padding,
-    sequences that read the expectation); reward (B,) and baseline (B,) or () are constants."""
+    sequences that read the expectation); reward and baseline (B, T), or (B,) for one reward per
+    sequence, are constants."""
     steps = drawn >= 0  # (B, T)
     logp = alphas.float().gather(-1, drawn.clamp(min=0)[..., None]).squeeze(-1).clamp(min=1e-30).log()  # (B, T)
-    advantage = (reward - baseline).detach()  # (B,)
-    weighted = torch.where(steps, advantage[:, None] * logp, torch.zeros_like(logp))  # (B, T)
+    advantage = (reward - baseline).detach()  # (B, T) or (B,)
+    if advantage.dim() == 1:
+        advantage = advantage[:, None]  # (B,) -> (B, 1)
+    weighted = torch.where(steps, advantage * logp, torch.zeros_like(logp))  # (B, T)
     return -weighted.sum() / n_tokens.clamp(min=1)
+
+
+def discounts(t: int, gamma: float, device=None) -> Tensor:
+    """(T, T) upper-triangular ``gamma ** (t' - t)`` for t' >= t, else 0: ``x @ discounts(...).T``
+    sums each step's discounted future (its reward-to-go) for a (B, T) x."""
+    k = torch.arange(t, device=device)
+    gap = (k[None, :] - k[:, None]).float()  # (T, T): t' - t
+    return torch.where(gap >= 0, torch.full_like(gap, gamma) ** gap.clamp(min=0), torch.zeros_like(gap))
 
 
 class Objective:
@@ -98,14 +112,16 @@ class Objective:
 
     def __init__(self, label_smoothing: float = 0.0, ds_penalty: float = 0.0, ctc: float = 0.0,
                  hard_reinforce: float = 1.0, hard_entropy: float = 0.002, hard_baseline_decay: float = 0.9,
-                 hard: bool = False):
+                 hard_discount: float = 1.0, hard: bool = False):
         if not 0.0 <= ctc < 1.0:
             raise ValueError(f"ctc weight must be in [0, 1), got {ctc}")
         if not 0.0 <= hard_baseline_decay < 1.0:
             raise ValueError(f"hard_baseline_decay must be in [0, 1), got {hard_baseline_decay}")
         self.label_smoothing, self.ds_penalty, self.ctc = label_smoothing, ds_penalty, ctc
         self.hard, self.hard_reinforce, self.hard_entropy = hard, hard_reinforce, hard_entropy
-        self.hard_baseline_decay = hard_baseline_decay
+        if not 0.0 <= hard_discount <= 1.0:
+            raise ValueError(f"hard_discount must be in [0, 1], got {hard_discount}")
+        self.hard_baseline_decay, self.hard_discount = hard_baseline_decay, hard_discount
 
     @property
     def names(self) -> list[str]:
@@ -147,17 +163,20 @@ class Objective:
         real = outputs != PAD  # (B, T)
         nll = F.cross_entropy(logits.detach().float().flatten(0, 1), outputs.flatten(), ignore_index=PAD,
                               reduction="none").view(outputs.shape)  # (B*T,) -> (B, T)
-        reward = -nll.sum(1)  # (B,) log p(y | drawn positions)
+        to_go = discounts(outputs.shape[1], self.hard_discount, nll.device)  # (T, T): gamma^(t'-t), t' >= t
+        reward = -nll @ to_go.T  # (B, T) R_t, the log-likelihood from step t on
+        counted = real.float() @ to_go.T  # (B, T) the (discounted) target tokens R_t sums over
         drawn = drawn.masked_fill(~real, -1)
         sampled = (drawn >= 0).any(1)  # (B,) sequences that drew (not the expectation, hard_mix)
         decoder = getattr(model, "module", model).decoder  # under DistributedDataParallel: its module
         lengths = real.sum(1)  # (B,)
         with torch.no_grad():  # no .item(): no wait on the device
             n = (lengths * sampled).sum()
-            per_token = (reward * sampled).sum() / n.clamp(min=1)  # this batch's reward per target token
+            # this batch's reward per (discounted) target token, from the whole targets' R_0
+            per_token = (reward[:, 0] * sampled).sum() / (counted[:, 0] * sampled).sum().clamp(min=1e-6)
             baseline = decoder.reward_baseline
             previous = torch.where(torch.isnan(baseline), per_token, baseline)  # the first batch: its own
             decay = self.hard_baseline_decay
             baseline.copy_(torch.where(n > 0, decay * previous + (1.0 - decay) * per_token, baseline))
-        return {"reinforce": reinforce_term(alphas, drawn, reward, previous * lengths, real.sum()),
+        return {"reinforce": reinforce_term(alphas, drawn, reward, previous * counted, real.sum()),
                 "att_entropy": attention_entropy(alphas, real.float())}

@@ -178,3 +178,20 @@ def test_tiny_recipe_trains_with_hard_attention_through_the_cli(tiny_data, tmp_p
     assert first.code == 0 and first.out == again.out != ""  # test time reads the expectation
     peak = mmdesc("describe", image, "--checkpoint", out, "--attend", "argmax")
     assert peak.code == 0 and peak.out.startswith(str(image))
+
+
+def test_a_draws_reward_is_the_log_likelihood_from_its_step_on():
+    """Reward-to-go: ``x @ discounts(T, gamma).T`` sums each step's (discounted) future only, so
+    the words before a draw, which it cannot change, add nothing to its reward's variance."""
+    from mmdesc.objective import discounts
+
+    torch.testing.assert_close(discounts(3, 0.5), torch.tensor([[1.0, 0.5, 0.25], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]))
+    logp = torch.tensor([[-1.0, -2.0, -4.0, 0.0]])  # the last step is padding (0)
+    torch.testing.assert_close(logp @ discounts(4, 1.0).T, torch.tensor([[-7.0, -6.0, -4.0, 0.0]]))
+
+
+@pytest.mark.parametrize("gamma", [-0.1, 1.5])
+def test_hard_discount_outside_zero_one_is_a_recipe_error(tiny_data, tmp_path, gamma):
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={tmp_path / 'x'}",
+               "decoder.attention_mode=hard", f"loss.hard_discount={gamma}")
+    assert r.code == 2 and "hard_discount: must be in [0, 1]" in r.err, r.err
