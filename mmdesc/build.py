@@ -145,7 +145,8 @@ def build_model(recipe, reader, tokenizer, pretrained: bool = True, say: Callabl
     from mmdesc.model import Describer
 
     encoder = build_encoder(recipe, reader, pretrained)
-    decoder = Decoder(len(tokenizer), encoder.out_dim, **constructor_args(recipe.decoder))
+    decoder = Decoder(len(tokenizer), encoder.out_dim, key_dim=getattr(encoder, "key_dim", None),
+                      **constructor_args(recipe.decoder))
     model = Describer(encoder, decoder, ctc_vocab=len(tokenizer) if recipe.loss.ctc > 0 else 0)
     if pretrained:
         transfer.initialise(model, tokenizer, recipe.modality, getattr(recipe.encoder, "init_from", ""),

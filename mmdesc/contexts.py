@@ -121,11 +121,15 @@ class ContextSet:
 
     vectors: (B, N, D) float; mask: (B, N) bool, True where real; layouts: one per input
     (``len(layouts) == B``), and ``len(layouts[b]) == mask[b].sum()``.
+    keys: (B, N, K) or None: what the attention scores each position by, where an encoder
+    keeps it apart from what the decoder reads there (``vectors``). None: the vectors
+    themselves. An encoder that gives keys says their size in its ``key_dim``.
     """
 
     vectors: Tensor
     mask: Tensor
     layouts: list[Layout]
+    keys: Tensor | None = None
 
     def __post_init__(self) -> None:
         b, n, _ = self.vectors.shape
@@ -139,6 +143,8 @@ class ContextSet:
         if wrong:
             i, n_lay, n_real = wrong[0]
             raise ValueError(f"layout {i} has {n_lay} positions but its mask row has {n_real} real ones")
+        if self.keys is not None and self.keys.shape[:2] != (b, n):
+            raise ValueError(f"keys {tuple(self.keys.shape)} do not match vectors {tuple(self.vectors.shape)}")
 
     @property
     def lengths(self) -> Tensor:
@@ -149,7 +155,13 @@ class ContextSet:
         """The inputs at ``index`` (a 1-D long tensor), in that order."""
         idx = index.tolist()
         return ContextSet(self.vectors.index_select(0, index), self.mask.index_select(0, index),
-                          [self.layouts[i] for i in idx])
+                          [self.layouts[i] for i in idx],
+                          None if self.keys is None else self.keys.index_select(0, index))
+
+    @property
+    def scored(self) -> Tensor:
+        """What the attention scores: the keys, or the vectors where there are none."""
+        return self.vectors if self.keys is None else self.keys
 
     @staticmethod
     def full_mask(b: int, n: int, device: torch.device | None = None) -> Tensor:

@@ -35,6 +35,7 @@ class EnsembleEncoder(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(encoders)
         self.dims = [e.out_dim for e in encoders]
+        self.key_dims = [getattr(e, "key_dim", None) or e.out_dim for e in encoders]
         self.out_dim = sum(self.dims)
 
     def forward(self, batch: dict) -> ContextSet:
@@ -46,7 +47,10 @@ class EnsembleEncoder(nn.Module):
                                       f"into {first.mask.shape[1]} (or masks them differently); an ensemble's models "
                                       f"must see an input the same way")
         vectors = torch.cat([s.vectors for s in sets], dim=-1)  # M x (B, N, D_m) -> (B, N, sum D_m)
-        return ContextSet(vectors, first.mask, first.layouts)
+        keys = None
+        if any(s.keys is not None for s in sets):  # M x (B, N, K_m) -> (B, N, sum K_m)
+            keys = torch.cat([s.scored for s in sets], dim=-1)
+        return ContextSet(vectors, first.mask, first.layouts, keys)
 
 
 @dataclass
@@ -63,12 +67,14 @@ class EnsembleDecoder(nn.Module):
     """The members' decoders behind one step API. ``attention``: "mean", or the index of the
     member whose attention is shown."""
 
-    def __init__(self, decoders: list[nn.Module], dims: list[int], attention: str | int = "mean"):
+    def __init__(self, decoders: list[nn.Module], dims: list[int], attention: str | int = "mean",
+                 key_dims: list[int] | None = None):
         super().__init__()
         if attention != "mean" and not (isinstance(attention, int) and 0 <= attention < len(decoders)):
             raise ValueError(f"attention {attention!r} is neither 'mean' nor a model index in [0, {len(decoders) - 1}]")
         self.members = nn.ModuleList(decoders)
         self.dims = list(dims)
+        self.key_dims = list(key_dims or dims)
         self.attention = attention
         self.vocab_size = decoders[0].vocab_size
 
@@ -84,9 +90,13 @@ class EnsembleDecoder(nn.Module):
         return self
 
     def split(self, ctx: ContextSet) -> list[ContextSet]:
-        """Each member's part of the side-by-side vectors."""
+        """Each member's part of the side-by-side vectors (and keys)."""
         parts = ctx.vectors.split(self.dims, dim=-1)  # (B, N, sum D_m) -> M x (B, N, D_m)
-        return [ContextSet(v.contiguous(), ctx.mask, ctx.layouts) for v in parts]
+        if ctx.keys is None:
+            return [ContextSet(v.contiguous(), ctx.mask, ctx.layouts) for v in parts]
+        keys = ctx.keys.split(self.key_dims, dim=-1)  # (B, N, sum K_m) -> M x (B, N, K_m); a member
+        return [ContextSet(v.contiguous(), ctx.mask, ctx.layouts, k.contiguous())  # without keys: its vectors
+                for v, k in zip(parts, keys)]
 
     def combine_attention(self, alphas: list[Tensor]) -> Tensor:
         if self.attention == "mean":
@@ -130,4 +140,4 @@ def ensemble_model(models: list[nn.Module], attention: str | int = "mean") -> nn
     from mmdesc.model import Describer
 
     encoder = EnsembleEncoder([m.encoder for m in models])
-    return Describer(encoder, EnsembleDecoder([m.decoder for m in models], encoder.dims, attention))
+    return Describer(encoder, EnsembleDecoder([m.decoder for m in models], encoder.dims, attention, encoder.key_dims))

@@ -84,7 +84,7 @@ class Decoder(nn.Module):
                  emb: int = 128, hidden: int = 256, att: int = 128, out: int = 128, dropout: float = 0.1,
                  tied: bool = False, gate: bool = False, init: str = "mean", pad: int = 0,
                  location_channels: int = 8, location_kernel: int = 15, attention_mode: str = "soft",
-                 hard_mix: float = 0.0):
+                 hard_mix: float = 0.0, key_dim: int | None = None):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell {cell!r} is not one of {{gru, lstm}}")
@@ -105,7 +105,8 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, emb, padding_idx=pad)
         self.drop = nn.Dropout(dropout)
         extra = {"channels": location_channels, "kernel": location_kernel} if attention == "location" else {}
-        self.att = ATTENTIONS[attention](ctx_dim, hidden, att, **extra)
+        # the attention scores the context's keys where its encoder gives them (key_dim), else its vectors
+        self.att = ATTENTIONS[attention](key_dim or ctx_dim, hidden, att, **extra)
         n_gates = 3 if cell == "gru" else 4
         # input weights of the first recurrence split into the embedding part (precomputable
         # over all steps in teacher forcing) and, for the LSTM, the context part
@@ -187,8 +188,8 @@ class Decoder(nn.Module):
 
     # --- the step API ---------------------------------------------------------------
     def prepare(self, ctx: ContextSet) -> PreparedContext:
-        """Project the context's attention keys once per input."""
-        return PreparedContext(ctx.vectors, ctx.mask, self.att.precompute(ctx.vectors))
+        """Project the context's attention keys (``ContextSet.scored``) once per input."""
+        return PreparedContext(ctx.vectors, ctx.mask, self.att.precompute(ctx.scored))
 
     def init_state(self, pctx: PreparedContext, k: int = 1) -> State:
         """Initial state: (B, K, H) from the mean of the real context vectors (or zeros), and the

@@ -91,6 +91,10 @@ class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (
     layers: int = 3
     pyramid: int = 1  # halvings of time between BiLSTM layers
     dropout: float = 0.1
+    # what the attention scores each position by: the BiLSTM's output (context), or the
+    # convolutional front end's at that position alone (local): what is said there, not what
+    # the recurrence has heard up to it, so the attention finds a word where it is spoken
+    keys: Literal["context", "local"] = "context"
 
     def problems(self) -> list[str]:
         found = [f"{n}: must be > 0, got {getattr(self, n)}" for n in ("channels", "hidden", "layers")
@@ -376,10 +380,13 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, n_mels: int = 80, frame_shift_ms: float = 10.0, frame_length_ms: float = 25.0,
-                 channels: int = 32, hidden: int = 128, layers: int = 3, pyramid: int = 1, dropout: float = 0.1):
+                 channels: int = 32, hidden: int = 128, layers: int = 3, pyramid: int = 1, dropout: float = 0.1,
+                 keys: str = "context"):
         super().__init__()
         if not 0 <= pyramid < max(layers, 1):
             raise ValueError(f"pyramid must be in [0, layers - 1], got {pyramid} with {layers} layers")
+        if keys not in ("context", "local"):
+            raise ValueError(f"keys {keys!r} is not one of {{context, local}}")
         self.front = nn.Sequential(
             nn.Conv2d(1, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
@@ -388,6 +395,9 @@ class Encoder(nn.Module):
         self.rnns = nn.ModuleList(nn.LSTM(d, hidden, batch_first=True, bidirectional=True) for d in sizes)
         self.drop = nn.Dropout(dropout)
         self.pyramid, self.out_dim = pyramid, 2 * hidden
+        self.local = keys == "local"
+        if self.local:  # the front end's features of the frames under each position, side by side
+            self.key_dim = channels * freq * 2 ** pyramid
         self.shift, self.window = frame_shift_ms, frame_length_ms
 
     def strides(self, layer: int | None = None) -> tuple[int, ...]:
@@ -400,11 +410,12 @@ class Encoder(nn.Module):
         h = self.front(batch["feats"].unsqueeze(1))  # (B, T, F) -> (B, 1, T, F) -> (B, C, T/4, F/4)
         b, c, t, f = h.shape
         h = h.permute(0, 2, 1, 3).reshape(b, t, c * f)  # (B, C, T', F') -> (B, T', C*F')
+        keys = h if self.local else None
         for i, rnn in enumerate(self.rnns):
             if 0 < i <= self.pyramid:
-                if h.shape[1] % 2:
-                    h = nn.functional.pad(h, (0, 0, 0, 1))  # (B, T', D) -> (B, T'+1, D)
-                h = h.reshape(b, h.shape[1] // 2, 2 * h.shape[2])  # (B, T', D) -> (B, T'/2, 2D)
+                h = _halve(h)
+                if keys is not None:
+                    keys = _halve(keys)
             lens = [len(positions(n, self.strides(i))) for n in frames]
             packed = pack_padded_sequence(self.drop(h), torch.tensor(lens), batch_first=True, enforce_sorted=False)
             out, _ = rnn(packed)
@@ -414,7 +425,14 @@ class Encoder(nn.Module):
         seconds = batch["seconds"].tolist()
         layouts = [time_layout(n, round(s, 4), self.shift, self.window, self.strides())
                    for n, s in zip(frames, seconds)]
-        return ContextSet(h, mask, layouts)
+        return ContextSet(h, mask, layouts, keys)
+
+
+def _halve(h: Tensor) -> Tensor:
+    """(B, T', D) -> (B, ceil(T'/2), 2D): each pair of neighbouring frames side by side."""
+    if h.shape[1] % 2:
+        h = nn.functional.pad(h, (0, 0, 0, 1))  # (B, T', D) -> (B, T'+1, D)
+    return h.reshape(h.shape[0], h.shape[1] // 2, 2 * h.shape[2])
 
 
 # ---------------------------------------------------------------------------------------------

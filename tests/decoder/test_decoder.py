@@ -123,3 +123,25 @@ def test_fused_attention_score_equals_eager_values_and_gradients():
     torch.testing.assert_close(a1, a0, atol=1e-5, rtol=1e-5)
     for p0, p1 in zip(g0, g1):
         torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["mlp", "dot", "location"])
+def test_keys_apart_from_the_vectors_decide_the_attention_and_the_vectors_what_is_read(attention):
+    """A ContextSet with keys: the attention scores the keys (of key_dim), the context read is
+    a mix of the vectors; without keys the vectors are scored, as before."""
+    torch.manual_seed(3)
+    ctx = context()
+    keys = torch.randn(3, 6, 5)
+    dec = Decoder(11, 7, attention=attention, emb=4, hidden=8, att=6, out=4, dropout=0.0, key_dim=5,
+                  init="zero").eval()  # the first query does not see the vectors
+    y = torch.randint(4, 11, (3, 4))
+    with torch.no_grad():
+        _, a1 = dec(ContextSet(ctx.vectors, ctx.mask, ctx.layouts, keys), y)
+        _, a2 = dec(ContextSet(ctx.vectors * 2, ctx.mask, ctx.layouts, keys), y)
+        _, a3 = dec(ContextSet(ctx.vectors, ctx.mask, ctx.layouts, keys.flip(1)), y)
+    torch.testing.assert_close(a1[:, 0], a2[:, 0])  # the first step's attention: the keys' alone
+    assert not torch.allclose(a1[:, 0], a3[:, 0])
+    picked = ContextSet(ctx.vectors, ctx.mask, ctx.layouts, keys).select(torch.tensor([2, 0]))
+    torch.testing.assert_close(picked.keys, keys[[2, 0]])
+    with pytest.raises(ValueError, match="keys"):
+        ContextSet(ctx.vectors, ctx.mask, ctx.layouts, keys[:, :3])

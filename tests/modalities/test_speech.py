@@ -212,6 +212,24 @@ def test_encoder_lengths_equal_layout_lengths_and_padding_changes_nothing(tmp_pa
         assert not ctx.vectors[b, n:].any()  # padding is 0
 
 
+def test_local_keys_see_only_the_frames_under_their_position(tmp_path):
+    """encoder.keys=local: each position's key is the front end's output over its own frames,
+    so sound far later changes the BiLSTM's vectors at the start but not the keys there."""
+    reader = Reader(n_mels=20, normalise="none")  # per-utterance statistics would carry the change everywhere
+    torch.manual_seed(0)
+    enc = Encoder(**reader.encoder_kwargs(), channels=3, hidden=5, layers=2, pyramid=1, keys="local").eval()
+    a = reader.load(write_audio(tmp_path / "a.wav", 1.0, signal=lambda t: np.sin(5000 * t * t)))
+    b = dict(a, feats=a["feats"].clone())
+    b["feats"][60:] = torch.randn_like(b["feats"][60:])  # another sound from 0.6 s on
+    with torch.no_grad():
+        ca, cb = enc(reader.collate([a])), enc(reader.collate([b]))
+    assert ca.keys.shape == (*ca.vectors.shape[:2], enc.key_dim) and enc.key_dim == 3 * 5 * 2
+    torch.testing.assert_close(ca.keys[:, :4], cb.keys[:, :4])  # positions 0-3 cover the first 0.5 s
+    assert not torch.allclose(ca.vectors[:, :4], cb.vectors[:, :4])  # the backward LSTM heard the change
+    assert not torch.allclose(ca.keys, cb.keys)
+    assert Encoder(**reader.encoder_kwargs(), channels=3, hidden=5, layers=2)(reader.collate([a])).keys is None
+
+
 # ---------------------------------------------------------------------------------------------
 # The synthetic corpus and the importers
 
@@ -336,6 +354,20 @@ def test_evaluate_reports_wer_and_the_time_alignment(run):
     scores = json.loads(r.out)
     assert {"wer", "cer", "substitutions", "deletions", "insertions", "time_alignment", "backward_steps"} <= set(scores)
     assert scores["time_alignment_n"] > 0 and 0 <= scores["time_alignment"] <= 100
+
+
+def test_local_keys_train_describe_and_ensemble_through_the_cli(spoken, tmp_path):
+    out = tmp_path / "local"
+    r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={out}", "encoder.keys=local")
+    assert r.code == 0, r.err
+    clip = write_audio(tmp_path / "a.wav", 0.8)
+    one = mmdesc("describe", clip, "--checkpoint", out)
+    both = mmdesc("describe", clip, "--checkpoint", out, "--ensemble", out)
+    assert one.code == both.code == 0, one.err + both.err
+    assert one.out.strip() and one.out == both.out  # the model with itself: its own transcript
+    r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={tmp_path / 'x'}",
+               "encoder.keys=nearby")
+    assert r.code == 2 and "encoder.keys" in r.err, r.err
 
 
 def test_registered_and_the_recipes_load():
