@@ -52,6 +52,7 @@ SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".
 RATE = 16_000
 NORMALISE = ("utterance", "global", "none")
 FRONT_STRIDES = (2, 2)  # the convolutional front end's time strides
+SILENT = 1e-5  # peak amplitude at or below which a file is digital silence (16-bit audio's step is 3e-5)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ def decode(path, max_seconds: float = 60.0) -> np.ndarray:
         why = f"corrupt audio data ({_short(broken)})" if broken else "no audio samples in it"
         raise MediaError(path, why)
     x = np.concatenate(chunks)[:cap]
+    if not np.abs(np.nan_to_num(x)).max() > SILENT:
+        raise MediaError(path, f"digital silence: {n / RATE:.1f} s without a sound in it, nothing to transcribe")
     if cut:
         warnings.warn(f"{path}: audio of {declared or n / RATE:.1f} s cut to max_seconds={max_seconds:g}",
                       MmdescWarning, stacklevel=2)

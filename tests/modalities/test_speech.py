@@ -66,9 +66,18 @@ def test_any_format_rate_and_layout_becomes_16k_mono_filterbanks(tmp_path, name,
     assert peak_bin(item) == peak_bin(reference)  # resampled right: the tone lands in the same mel bin
 
 
-def test_silence_clipping_and_dc_offset_give_finite_features(tmp_path):
+def test_digital_silence_is_one_clear_error_and_quiet_sound_is_not(tmp_path):
+    """30 s of zeros would be transcribed as whatever the model likes to say: it is a MediaError
+    naming the file; sound 80 dB down is still sound."""
+    with pytest.raises(MediaError, match=r"silence\.wav: digital silence: 30\.0 s without a sound"):
+        Reader().load(write_audio(tmp_path / "silence.wav", 30.0, signal=lambda t: 0 * t))
+    quiet = Reader().load(write_audio(tmp_path / "quiet.wav", 1.0, signal=lambda t: 1e-4 * np.sin(2000 * t)))
+    assert torch.isfinite(quiet["feats"]).all()
+
+
+def test_near_silence_clipping_and_dc_offset_give_finite_features(tmp_path):
     reader = Reader()
-    silence = reader.load(write_audio(tmp_path / "silence.wav", 30.0, signal=lambda t: 0 * t))
+    silence = reader.load(write_audio(tmp_path / "silence.wav", 30.0, signal=lambda t: 1e-4 * np.sin(300 * t)))
     clipped = reader.load(write_audio(tmp_path / "clipped.wav", signal=lambda t: 4 * np.sign(np.sin(440 * t))))
     dc = reader.load(write_audio(tmp_path / "dc.wav", signal=lambda t: 0.7 + 0 * t))
     assert silence["seconds"] == pytest.approx(30.0) and silence["feats"].shape[0] == 2998
