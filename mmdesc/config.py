@@ -211,7 +211,10 @@ class LossConfig:
     hard_reinforce: float = 1.0  # decoder.attention_mode: hard: weight of the REINFORCE term
     hard_entropy: float = 0.002  # hard: weight of the attention-entropy bonus
     hard_baseline_decay: float = 0.9  # hard: moving average of the reward: b = decay * b + (1 - decay) * r
-    hard_discount: float = 1.0  # hard: a draw's reward is the target's log-likelihood from it on, discounted by this
+    # hard: a draw's reward: the whole target's log-likelihood (sequence, SAT's) or the part from
+    # its step on (to_go), discounted by hard_discount
+    hard_reward: Literal["sequence", "to_go"] = "sequence"
+    hard_discount: float = 1.0
 
     def problems(self) -> list[str]:
         return _non_negative(self, "ds_penalty", "hard_reinforce", "hard_entropy") + \

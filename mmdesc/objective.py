@@ -16,11 +16,13 @@ Terms (the recipe's ``loss:`` section gives their weights):
 ``reinforce``   hard attention's REINFORCE term (Show, Attend and Tell, Xu et al. 2015, sec. 4.1),
           with a decoder of ``attention_mode="hard"``, which reads the vector at a position
           drawn from the attention, so no gradient of the cross-entropy reaches the attention.
-          The reward of the position drawn at step t is the log-likelihood of the target from
-          that step on, ``R_t = sum_{t' >= t} gamma^(t'-t) log p(y_t' | drawn positions)``: a
-          draw cannot change the words before it, so leaving their log-likelihood out (the
-          reward-to-go) keeps SAT's estimate of the gradient for gamma = 1 and only removes
-          variance; ``hard_discount`` gamma < 1 trades a little bias for less again. The term is
+          ``hard_reward: sequence`` (SAT's, the default) rewards every draw of a sequence with the
+          log-likelihood of the whole target, ``R_0``; ``to_go`` rewards the position drawn at
+          step t with the log-likelihood from that step on, ``R_t = sum_{t' >= t}
+          gamma^(t'-t) log p(y_t' | drawn positions)``: a draw cannot change the words before
+          it, so in theory leaving them out only removes variance (``hard_discount`` gamma < 1
+          trades a little bias for less again). Measured on the image recipe, ``to_go`` learnt
+          slower (validation BLEU-4 29 at step 1000 against 45), so it is not the default. The term is
           ``-sum_t (R_t - b_t) log alpha_t(drawn_t)``, summed over the batch and divided by its
           target tokens like ``xent`` (so weight 1 is SAT's lambda_r = 1 against the likelihood's
           own gradient). The baseline b_t is a moving average (decay ``hard_baseline_decay``,
@@ -112,7 +114,7 @@ class Objective:
 
     def __init__(self, label_smoothing: float = 0.0, ds_penalty: float = 0.0, ctc: float = 0.0,
                  hard_reinforce: float = 1.0, hard_entropy: float = 0.002, hard_baseline_decay: float = 0.9,
-                 hard_discount: float = 1.0, hard: bool = False):
+                 hard_discount: float = 1.0, hard_reward: str = "sequence", hard: bool = False):
         if not 0.0 <= ctc < 1.0:
             raise ValueError(f"ctc weight must be in [0, 1), got {ctc}")
         if not 0.0 <= hard_baseline_decay < 1.0:
@@ -121,7 +123,9 @@ class Objective:
         self.hard, self.hard_reinforce, self.hard_entropy = hard, hard_reinforce, hard_entropy
         if not 0.0 <= hard_discount <= 1.0:
             raise ValueError(f"hard_discount must be in [0, 1], got {hard_discount}")
-        self.hard_baseline_decay, self.hard_discount = hard_baseline_decay, hard_discount
+        if hard_reward not in ("sequence", "to_go"):
+            raise ValueError(f"hard_reward {hard_reward!r} is not one of {{sequence, to_go}}")
+        self.hard_baseline_decay, self.hard_discount, self.hard_reward = hard_baseline_decay, hard_discount, hard_reward
 
     @property
     def names(self) -> list[str]:
@@ -166,6 +170,8 @@ class Objective:
         to_go = discounts(outputs.shape[1], self.hard_discount, nll.device)  # (T, T): gamma^(t'-t), t' >= t
         reward = -nll @ to_go.T  # (B, T) R_t, the log-likelihood from step t on
         counted = real.float() @ to_go.T  # (B, T) the (discounted) target tokens R_t sums over
+        if self.hard_reward == "sequence":  # SAT's: every draw of a sequence gets the whole R_0
+            reward, counted = reward[:, :1].expand_as(reward), counted[:, :1].expand_as(counted)
         drawn = drawn.masked_fill(~real, -1)
         sampled = (drawn >= 0).any(1)  # (B,) sequences that drew (not the expectation, hard_mix)
         decoder = getattr(model, "module", model).decoder  # under DistributedDataParallel: its module

@@ -141,14 +141,15 @@ def test_a_soft_objective_refuses_a_hard_decoder():
         Objective()(model, batch, inputs, outputs)
 
 
-@pytest.mark.parametrize("weight, learns", [(1.0, True), (0.0, False)])
-def test_reinforce_teaches_the_attention_where_to_look(weight, learns):
+@pytest.mark.parametrize("weight, learns, reward", [(1.0, True, "sequence"), (1.0, True, "to_go"),
+                                                   (0.0, False, "sequence")])
+def test_reinforce_teaches_the_attention_where_to_look(weight, learns, reward):
     """The target word sits at one random position: only the REINFORCE term can make the hard
     attention find it (without it the attention stays uniform)."""
     torch.manual_seed(6)
     g = torch.Generator().manual_seed(6)
     model = Describer(Given(11), Decoder(9, 11, emb=6, hidden=10, att=7, out=6, dropout=0.0, attention_mode="hard"))
-    objective = Objective(hard=True, hard_reinforce=weight, hard_entropy=0.0)
+    objective = Objective(hard=True, hard_reinforce=weight, hard_entropy=0.0, hard_reward=reward)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(80):
         batch, inputs, outputs, _ = marked_task(32, g)
