@@ -82,13 +82,11 @@ def reinforce_term(alphas: Tensor, drawn: Tensor, reward: Tensor, baseline: Tens
     -log p(y) with respect to the attention.
 
     alphas (B, T, N); drawn (B, T) the drawn positions, -1 at steps that drew none (padding,
-    sequences that read the expectation); reward and baseline (B, T), or (B,) for one reward per
-    sequence, are constants."""
+    sequences that read the expectation); reward and baseline (B, T) are constants (one reward
+    per sequence is that reward on every step)."""
     steps = drawn >= 0  # (B, T)
     logp = alphas.float().gather(-1, drawn.clamp(min=0)[..., None]).squeeze(-1).clamp(min=1e-30).log()  # (B, T)
-    advantage = (reward - baseline).detach()  # (B, T) or (B,)
-    if advantage.dim() == 1:
-        advantage = advantage[:, None]  # (B,) -> (B, 1)
+    advantage = (reward - baseline).detach()  # (B, T)
     weighted = torch.where(steps, advantage * logp, torch.zeros_like(logp))  # (B, T)
     return -weighted.sum() / n_tokens.clamp(min=1)
 
