@@ -176,8 +176,14 @@ class Objective:
         lengths = real.sum(1)  # (B,)
         with torch.no_grad():  # no .item(): no wait on the device
             n = (lengths * sampled).sum()
-            # this batch's reward per (discounted) target token, from the whole targets' R_0
-            per_token = (reward[:, 0] * sampled).sum() / (counted[:, 0] * sampled).sum().clamp(min=1e-6)
+            # this batch's reward per (discounted) target token: from the whole targets' R_0 for
+            # SAT's reward; from every step's R_t for the reward-to-go (with a discount < 1, R_0
+            # alone would be the first tokens' reward: for gamma = 0, the first word's alone)
+            if self.hard_reward == "sequence":
+                per_token = (reward[:, 0] * sampled).sum() / (counted[:, 0] * sampled).sum().clamp(min=1e-6)
+            else:
+                steps = real & sampled[:, None]  # (B, T)
+                per_token = (reward * steps).sum() / (counted * steps).sum().clamp(min=1e-6)
             baseline = decoder.reward_baseline
             previous = torch.where(torch.isnan(baseline), per_token, baseline)  # the first batch: its own
             decay = self.hard_baseline_decay

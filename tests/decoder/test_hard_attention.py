@@ -196,3 +196,23 @@ def test_hard_discount_outside_zero_one_is_a_recipe_error(tiny_data, tmp_path, g
     r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={tmp_path / 'x'}",
                "decoder.attention_mode=hard", f"loss.hard_discount={gamma}")
     assert r.code == 2 and "hard_discount: must be in [0, 1]" in r.err, r.err
+
+
+def test_with_no_discount_the_baseline_is_the_mean_reward_of_a_token():
+    """gamma = 0 rewards each draw with its own step's log-likelihood: the baseline's first value
+    is the batch's mean token log-likelihood, not the first tokens' (which R_0 alone would give)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(7)
+    model = Describer(Given(11), Decoder(9, 11, emb=6, hidden=10, att=7, out=6, dropout=0.0,
+                                         attention_mode="hard")).train()
+    batch, inputs, outputs, _ = marked_task(16, torch.Generator().manual_seed(7))
+    objective = Objective(hard=True, hard_reward="to_go", hard_discount=0.0)
+    torch.manual_seed(8)
+    objective(model, batch, inputs, outputs)
+    torch.manual_seed(8)
+    logits = model(batch, inputs)[0]
+    nll = F.cross_entropy(logits.flatten(0, 1), outputs.flatten(), reduction="none").view(outputs.shape)
+    first = -nll[:, 0].mean().item()
+    assert model.decoder.reward_baseline.item() == pytest.approx(-nll.mean().item(), abs=1e-4)
+    assert abs(model.decoder.reward_baseline.item() - first) > 1e-3
