@@ -68,6 +68,7 @@ class ReaderConfig:
     time_masks: int = 2
     time_width: int = 20  # frames
     time_fraction: float = 0.15  # a time mask covers at most this share of the utterance
+    narrowband: float = 0.0  # training only: share of utterances heard through 8 kHz (telephone band)
 
     def problems(self) -> list[str]:
         found = [f"{n}: must be > 0, got {getattr(self, n)}"
@@ -75,8 +76,9 @@ class ReaderConfig:
                  if not getattr(self, n) > 0]
         found += [f"{n}: must be >= 0, got {getattr(self, n)}"
                   for n in ("freq_masks", "freq_width", "time_masks", "time_width") if getattr(self, n) < 0]
-        if not 0 <= self.time_fraction <= 1:
-            found.append(f"time_fraction: must be in [0, 1], got {self.time_fraction}")
+        for n in ("time_fraction", "narrowband"):
+            if not 0 <= getattr(self, n) <= 1:
+                found.append(f"{n}: must be in [0, 1], got {getattr(self, n)}")
         if self.frame_length_ms < self.frame_shift_ms:
             found.append(f"frame_length_ms: must be >= frame_shift_ms ({self.frame_shift_ms}), "
                          f"got {self.frame_length_ms}")
@@ -223,6 +225,23 @@ def fbank(samples: np.ndarray, n_mels: int = 80, frame_shift_ms: float = 10.0,
     return torch.nan_to_num(feats, nan=0.0, neginf=math.log(1.1920928955078125e-07))
 
 
+def narrowband(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
+    """16 kHz samples (n,) -> the same, heard through ``rate``: resampled there and back with
+    FFmpeg's resampler, the one that reads an 8 kHz file (the band above rate / 2 is gone)."""
+    import av
+
+    def resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+        frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")  # (n,) -> (1, n)
+        frame.sample_rate = src
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=dst)
+        out = resampler.resample(frame) + resampler.resample(None)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in out]) if out else np.zeros(0, np.float32)
+
+    x = np.ascontiguousarray(samples, dtype=np.float32)
+    y = resample(resample(x, RATE, rate), rate, RATE)[: x.size]
+    return np.pad(y, (0, x.size - y.size))
+
+
 def n_frames(seconds: float, frame_shift_ms: float, frame_length_ms: float) -> int:
     """Frames ``fbank`` gives for ``seconds`` of audio (at least 1)."""
     n, shift, window = int(round(seconds * RATE)), int(round(RATE * frame_shift_ms / 1000)), \
@@ -246,13 +265,14 @@ class Reader:
     def __init__(self, n_mels: int = 80, frame_shift_ms: float = 10.0, frame_length_ms: float = 25.0,
                  normalise: str = "utterance", max_seconds: float = 60.0, fit_items: int = 300,
                  freq_masks: int = 2, freq_width: int = 12, time_masks: int = 2, time_width: int = 20,
-                 time_fraction: float = 0.15):
+                 time_fraction: float = 0.15, narrowband: float = 0.0):
         if normalise not in NORMALISE:
             raise ValueError(f"normalise: {normalise!r} is not one of {{{', '.join(NORMALISE)}}}")
         self.n_mels, self.shift, self.window = n_mels, frame_shift_ms, frame_length_ms
         self.normalise, self.max_seconds, self.fit_items = normalise, max_seconds, fit_items
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_masks, self.time_width, self.time_fraction = time_masks, time_width, time_fraction
+        self.narrowband = narrowband
         self.mean: Tensor | None = None  # (n_mels,) global statistics
         self.std: Tensor | None = None
 
@@ -302,11 +322,21 @@ class Reader:
     def load(self, path) -> dict:
         samples = decode(path, self.max_seconds)
         feats = fbank(samples, self.n_mels, self.shift, self.window)
-        return {"feats": feats.to(torch.float16), "seconds": samples.size / RATE}
+        item = {"feats": feats.to(torch.float16), "seconds": samples.size / RATE}
+        if self.narrowband > 0:  # what augment() may pass through the telephone band (16-bit)
+            item["samples"] = torch.from_numpy(np.round(samples * 32767).astype(np.int16))
+        return item
 
     def augment(self, item: dict, rng: random.Random) -> dict:
-        """SpecAugment (Park et al. 2019): ``freq_masks`` bands of mel bins and ``time_masks``
-        runs of frames set to the mean (the global one, else the utterance's). Training only."""
+        """Training only. A share ``narrowband`` of the utterances is heard through 8 kHz
+        (resampled down and back up: nothing above 4 kHz, as in a telephone recording or any
+        8 kHz file), then SpecAugment (Park et al. 2019): ``freq_masks`` bands of mel bins and
+        ``time_masks`` runs of frames set to the mean (the global one, else the utterance's)."""
+        item = dict(item)
+        samples = item.pop("samples", None)
+        if samples is not None and rng.random() < self.narrowband:
+            item["feats"] = fbank(narrowband(samples.float().numpy() / 32767), self.n_mels, self.shift,
+                                  self.window).to(torch.float16)
         feats = item["feats"].clone()  # (T, F)
         t, f = feats.shape
         fill = self.mean if self.mean is not None else feats.float().mean(0)  # (F,)

@@ -184,6 +184,34 @@ def test_specaugment_masks_only_when_asked_and_only_in_training(tmp_path):
     assert torch.equal(evaluated, item["feats"]) and not torch.equal(trained_on, item["feats"])
 
 
+def test_narrowband_training_hears_an_8k_recording_and_evaluation_the_file(tmp_path):
+    """``narrowband: 1`` passes every training utterance through 8 kHz: the mel bins above 4 kHz
+    go (nearly) silent, as in an 8 kHz file read and resampled; those below keep their level.
+    Evaluation (no augment) reads the file as it is."""
+    from mmdesc.corpora import Example
+    from mmdesc.data import Pairs
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(16000) * 0.1  # broadband: every mel bin has energy
+    path = write_audio(tmp_path / "wide.wav", 1.0, signal=lambda t: noise[: t.size])
+    phone = write_audio(tmp_path / "phone.wav", 1.0, rate=8000, signal=lambda t: noise[: t.size])
+    reader = Reader(normalise="none", freq_masks=0, time_masks=0, narrowband=1.0)
+    item = reader.load(path)
+    heard = reader.augment(item, random.Random(0))["feats"].float().mean(0)  # (F,)
+    full = item["feats"].float().mean(0)
+    eight = reader.load(phone)["feats"].float().mean(0)  # an 8 kHz file, resampled to 16 kHz
+    top, low = slice(70, 80), slice(5, 40)  # mel bins above ~4.5 kHz; below ~2 kHz
+    assert (full[top] - heard[top]).min() > 5  # the high band is gone (log energy)
+    assert (full[low] - heard[low]).abs().max() < 0.5
+    assert (heard[top] - eight[top]).abs().mean() < (full[top] - eight[top]).abs().mean() / 3
+    assert "samples" not in reader.augment(item, random.Random(0))  # nothing extra reaches a batch
+    off = Reader(normalise="none", freq_masks=0, time_masks=0)
+    assert "samples" not in off.load(path)
+    examples, pairs = [Example("a", str(path), ["x"])], [(0, [5])]
+    assert torch.equal(Pairs(reader, examples, pairs, augment_seed=None)[0][0]["feats"], item["feats"])
+    assert not torch.equal(Pairs(reader, examples, pairs, augment_seed=1)[0][0]["feats"], item["feats"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoder
 
