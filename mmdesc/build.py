@@ -411,11 +411,13 @@ def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = Tr
     reader, tokenizer, train_ex = setup_vocabulary(recipe, say, processes, last)
     train_ex, pairs, ex_lengths, valid, valid_index = setup_examples(recipe, say, processes, reader, tokenizer,
                                                                      train_ex)
-    dataset, collate, lengths = setup_inputs(recipe, reader, train_ex, pairs, ex_lengths)
+    dataset, collate, lengths = setup_inputs(recipe, reader, tokenizer, train_ex, pairs, ex_lengths)
     model = setup_model(recipe, reader, tokenizer, device, processes, pretrained=last is None, say=say)
     seed_process(recipe.seed, processes.rank)
     optimizer, schedule, scaler = setup_optimizer(recipe, model, device)
     progress = setup_restore(recipe, say, processes, last, model, optimizer, schedule, scaler, trim_log=resume)
+    if cfg.cache_features and recipe.loss.attention_truth > 0:
+        raise ConfigError("loss.attention_truth: not with train.cache_features (cached batches carry no ground truth)")
     if cfg.cache_features:  # the frozen encoder's features (rank 0 computes what is missing), not the media
         processes.main_only(lambda: cache_features(recipe, model.encoder, reader, train_ex, device, say) and None)
         dataset, collate = cached_training_data(recipe, model, reader, train_ex, pairs, device, say)
@@ -552,10 +554,11 @@ def report_bad(cfg, say, split: str, total: int, failures: list) -> None:
     say(f"skipping {len(failures)} unreadable {split} inputs:\n{shown}{more}")
 
 
-def setup_inputs(recipe, reader, train_ex, pairs, ex_lengths):
+def setup_inputs(recipe, reader, tokenizer, train_ex, pairs, ex_lengths):
     """What the training batches are made of: the dataset of (input, target ids) pairs, which
     decodes an input when a batch asks for it, the collate function, and each pair's sort key
     for length bucketing (input length, then target length with ``train.bucket: input+target``).
+    With ``loss.attention_truth`` each pair carries where its target's words are (mmdesc/truth.py).
 
     A cached-feature run replaces this step: its dataset reads each input's encoder output
     from the cache (no decoding, no encoder in the step), the rest of the run is the same."""
@@ -563,7 +566,20 @@ def setup_inputs(recipe, reader, train_ex, pairs, ex_lengths):
 
     by_target = recipe.train.bucket == "input+target"
     lengths = [ex_lengths[i] * 1000 + (len(y) if by_target else 0) for i, y in pairs]  # sort keys
-    return Pairs(reader, train_ex, pairs, augment_seed=recipe.seed), Collate(reader), lengths
+    truth = None
+    if recipe.loss.attention_truth > 0:
+        from mmdesc.truth import piece_regions
+
+        truth = [piece_regions(train_ex[i].meta, tokenizer, ids) for i, ids in pairs]
+        if not any(truth):  # e.g. a speech recipe pointed at LibriSpeech: train, and say so
+            import warnings
+
+            from mmdesc.errors import MmdescWarning
+
+            warnings.warn("loss.attention_truth: no training example of this corpus says where its words are "
+                          "(word spans or regions): the term is left out", MmdescWarning, stacklevel=2)
+            truth = None
+    return Pairs(reader, train_ex, pairs, augment_seed=recipe.seed, truth=truth), Collate(reader), lengths
 
 
 def setup_model(recipe, reader, tokenizer, device, processes, pretrained: bool = True, say=print):

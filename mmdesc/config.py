@@ -215,9 +215,11 @@ class LossConfig:
     # its step on (to_go), discounted by hard_discount
     hard_reward: Literal["sequence", "to_go"] = "sequence"
     hard_discount: float = 1.0
+    # supervised attention: -log(attention mass where the word is), from the corpus' ground truth
+    attention_truth: float = 0.0
 
     def problems(self) -> list[str]:
-        return _non_negative(self, "ds_penalty", "hard_reinforce", "hard_entropy") + \
+        return _non_negative(self, "ds_penalty", "hard_reinforce", "hard_entropy", "attention_truth") + \
             _fraction(self, "label_smoothing", "ctc", "hard_baseline_decay") + \
             check_range(self, 0, 1, "hard_discount") + \
             check_range(self, 0, 1000, "hard_reinforce", "hard_entropy")

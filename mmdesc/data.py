@@ -23,6 +23,8 @@ from mmdesc.corpora import Example
 from mmdesc.errors import DataError, MediaError
 from mmdesc.tokenize import BOS, EOS, PAD
 
+TRUTH = "truth"  # the key of a training item's (and batch's) ground-truth regions per target piece
+
 
 @dataclass
 class Loaded:
@@ -155,9 +157,10 @@ class Pairs(torch.utils.data.Dataset):
     (seed, epoch, i), which keeps resumed runs exact whatever process decodes the item."""
 
     def __init__(self, reader, examples: Sequence[Example], pairs: Sequence[tuple[int, list[int]]],
-                 augment_seed: int | None = None):
+                 augment_seed: int | None = None, truth: Sequence | None = None):
         self.reader, self.examples, self.pairs = reader, list(examples), list(pairs)
         self.augment_seed, self.epoch = augment_seed, 0
+        self.truth = truth  # per pair, where each target piece is (mmdesc/truth.py), or None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -171,6 +174,8 @@ class Pairs(torch.utils.data.Dataset):
         if self.augment_seed is not None and hasattr(self.reader, "augment"):
             rng = random.Random(f"{self.augment_seed}:{self.epoch}:{i}")
             item = self.reader.augment(item, rng)
+        if self.truth is not None:
+            item = {**item, TRUTH: self.truth[i]}
         return item, ids
 
 
@@ -188,7 +193,12 @@ class Collate:
         if not good:
             return Batch(None, None, None, bad)
         inputs, outputs = target_tensors([ids for _, ids in good])
-        return Batch(self.reader.collate([item for item, _ in good]), inputs, outputs, bad)
+        items = [item for item, _ in good]
+        truth = [item.pop(TRUTH, None) if isinstance(item, dict) else None for item in items]
+        data = self.reader.collate(items)
+        if any(t is not None for t in truth):
+            data[TRUTH] = truth  # a list, as it is: the objective's att_truth term reads it
+        return Batch(data, inputs, outputs, bad)
 
 
 @dataclass

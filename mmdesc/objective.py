@@ -33,10 +33,15 @@ Terms (the recipe's ``loss:`` section gives their weights):
           ``hard_reinforce``;
 ``att_entropy`` the entropy of the attention (nats per target step): a bonus, subtracted with
           weight ``hard_entropy`` (SAT's lambda_e), that keeps hard attention exploring.
+``att_truth``   supervised attention (Liu et al. 2016, Mi et al. 2016), weight ``attention_truth``:
+          the mean over target pieces with ground truth of ``-log`` (their attention's mass
+          inside the regions where their word is: a word's spoken span, an object's box),
+          from the examples' meta (mmdesc/truth.py). Training batches carry that ground truth
+          only when the weight is > 0; any modality whose corpus has it can use it.
 
 With ``ctc = w`` the total is ``(1 - w) * xent + w * ctc + ds_penalty * ds`` (the joint
 CTC-attention convention); without it, ``xent + ds_penalty * ds``; with hard attention,
-``+ hard_reinforce * reinforce - hard_entropy * att_entropy``. In eval mode nothing is drawn,
+``+ hard_reinforce * reinforce - hard_entropy * att_entropy``; ``+ attention_truth * att_truth``. In eval mode nothing is drawn,
 and the hard terms are left out.
 """
 from __future__ import annotations
@@ -47,6 +52,7 @@ from torch import Tensor
 
 from mmdesc.contexts import ContextSet
 from mmdesc.tokenize import EOS, PAD
+from mmdesc.truth import truth_masks, truth_term
 
 
 def doubly_stochastic_penalty(alphas: Tensor, target_mask: Tensor, ctx_mask: Tensor) -> Tensor:
@@ -108,11 +114,12 @@ class Objective:
     # What each term is a mean over within a batch ("tokens" or "inputs"; a term not named here:
     # inputs). A step whose batch is split over processes or micro-batches weighs each part's
     # terms by its share of these, so that it follows the gradient of the whole batch.
-    MEAN_OVER = {"xent": "tokens", "reinforce": "tokens", "att_entropy": "tokens"}
+    MEAN_OVER = {"xent": "tokens", "reinforce": "tokens", "att_entropy": "tokens", "att_truth": "tokens"}
 
     def __init__(self, label_smoothing: float = 0.0, ds_penalty: float = 0.0, ctc: float = 0.0,
                  hard_reinforce: float = 1.0, hard_entropy: float = 0.002, hard_baseline_decay: float = 0.9,
-                 hard_discount: float = 1.0, hard_reward: str = "sequence", hard: bool = False):
+                 hard_discount: float = 1.0, hard_reward: str = "sequence", attention_truth: float = 0.0,
+                 hard: bool = False):
         if not 0.0 <= ctc < 1.0:
             raise ValueError(f"ctc weight must be in [0, 1), got {ctc}")
         if not 0.0 <= hard_baseline_decay < 1.0:
@@ -124,12 +131,15 @@ class Objective:
         if hard_reward not in ("sequence", "to_go"):
             raise ValueError(f"hard_reward {hard_reward!r} is not one of {{sequence, to_go}}")
         self.hard_baseline_decay, self.hard_discount, self.hard_reward = hard_baseline_decay, hard_discount, hard_reward
+        if attention_truth < 0:
+            raise ValueError(f"attention_truth must be >= 0, got {attention_truth}")
+        self.attention_truth = attention_truth
 
     @property
     def names(self) -> list[str]:
         """The terms this objective computes in training, in the order they are logged."""
         return ["xent"] + (["ds"] if self.ds_penalty > 0 else []) + (["ctc"] if self.ctc > 0 else []) + \
-            (["reinforce", "att_entropy"] if self.hard else [])
+            (["reinforce", "att_entropy"] if self.hard else []) + (["att_truth"] if self.attention_truth > 0 else [])
 
     def __call__(self, model, batch: dict, inputs: Tensor, outputs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """inputs/outputs (B, T) teacher-forcing tensors -> (total loss, {term: value})."""
@@ -147,6 +157,9 @@ class Objective:
             terms["ctc"] = ctc_loss(model.ctc_head(ctx.vectors), ctx, outputs)  # (B, N, D) -> (B, N, V)
         if self.hard and drawn is not None:
             terms.update(self._hard_terms(model, logits, alphas, drawn, outputs))
+        if self.attention_truth > 0 and batch.get("truth") is not None:  # training batches carry it
+            mask, supervised = truth_masks(batch["truth"], ctx.layouts, alphas.shape[1], alphas.shape[2])
+            terms["att_truth"] = truth_term(alphas, mask, supervised)
         return self.combine(terms), terms
 
     def combine(self, terms: dict[str, Tensor]) -> Tensor:
@@ -156,6 +169,8 @@ class Objective:
             total = total + self.ds_penalty * terms["ds"]
         if "ctc" in terms:
             total = total + self.ctc * terms["ctc"]
+        if "att_truth" in terms:
+            total = total + self.attention_truth * terms["att_truth"]
         if "reinforce" in terms:
             total = total + self.hard_reinforce * terms["reinforce"] - self.hard_entropy * terms["att_entropy"]
         return total

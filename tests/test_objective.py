@@ -99,3 +99,49 @@ def test_ctc_with_too_few_positions_counts_zero_not_infinity():
     batch["ids"][:, 2:] = PAD
     ctx = enc(batch)
     assert ctc_loss(head(ctx.vectors), ctx, outputs).item() == 0.0
+
+
+def test_attention_truth_asks_for_the_mass_inside_each_words_region():
+    """The sequence task's token k sits at positions 2k and 2k+1 (0.1 s each): with ground truth
+    saying so, ``att_truth`` is -log(mass there), it is in the total with its weight, and
+    training on it puts the attention there."""
+    from mmdesc.truth import piece_regions, region_mask, truth_masks, truth_term
+
+    lay = TimeLayout(tuple((i * 0.1, (i + 1) * 0.1) for i in range(4)), 0.4)
+    assert region_mask(lay, ((0.1, 0.3),)).tolist() == [False, True, True, False]  # centres inside
+    alphas = torch.tensor([[[0.5, 0.25, 0.25, 0.0], [0.25, 0.25, 0.25, 0.25]]])  # (1, 2, 4)
+    mask, sup = truth_masks([(((0.0, 0.1),), ())], [lay], 2, 4)  # the second piece has no truth
+    assert sup.tolist() == [[True, False]]
+    assert truth_term(alphas, mask, sup).item() == pytest.approx(-torch.tensor(0.5).log().item())
+
+    class Words:  # a whitespace tokenizer: one piece per word
+        def decode(self, ids):
+            return " ".join(f"w{i}" for i in ids)
+
+        def word_index(self, ids):
+            return list(range(len(ids)))
+
+    assert piece_regions({"spans": [[0, 1], [1, 2]]}, Words(), [5, 6]) == (((0.0, 1.0),), ((1.0, 2.0),))
+    assert piece_regions({"spans": [[0, 1]]}, Words(), [5, 6]) is None  # another sentence's spans
+    assert piece_regions({"regions": {"w6": [[1, 2, 3, 4]]}}, Words(), [5, 6]) == ((), ((1.0, 2.0, 3.0, 4.0),))
+    assert piece_regions({}, Words(), [5]) is None
+
+    torch.manual_seed(0)
+    model = Describer(SeqEncoder(9, 12), Decoder(9, 12, emb=6, hidden=12, att=8, out=6, dropout=0.0))
+    batch, inputs, outputs = sequence_task(b=16, seed=1)
+    lengths = (outputs != PAD).sum(1) - 1  # tokens before EOS
+    batch["truth"] = [tuple(((0.2 * k, 0.2 * k + 0.2),) for k in range(n)) for n in lengths.tolist()]
+    objective = Objective(attention_truth=2.0)
+    total, terms = objective(model, batch, inputs, outputs)
+    assert list(terms) == ["xent", "att_truth"] == objective.names
+    torch.testing.assert_close(total, terms["xent"] + 2.0 * terms["att_truth"])
+    first = terms["att_truth"].item()
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(60):
+        loss, terms = objective(model, batch, inputs, outputs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert terms["att_truth"].item() < 0.3 * first
+    without = {k: v for k, v in batch.items() if k != "truth"}  # validation batches carry none
+    assert list(objective(model, without, inputs, outputs)[1]) == ["xent"]

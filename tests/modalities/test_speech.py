@@ -407,6 +407,20 @@ def test_local_keys_train_describe_and_ensemble_through_the_cli(spoken, tmp_path
     assert r.code == 2 and "encoder.keys" in r.err, r.err
 
 
+def test_supervised_attention_trains_on_the_word_spans_through_the_cli(spoken, tmp_path):
+    """``loss.attention_truth`` reads each training utterance's word spans: the term is logged
+    and falls; training is otherwise the same run."""
+    out = tmp_path / "truth"
+    r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={out}",
+               "loss.attention_truth=1.0")
+    assert r.code == 0, r.err
+    logged = [s for s in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "xent" in s]
+    assert all("att_truth" in s for s in logged) and logged[-1]["att_truth"] < logged[0]["att_truth"]
+    r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={tmp_path / 'x'}",
+               "loss.attention_truth=-1")
+    assert r.code == 2 and "attention_truth" in r.err, r.err
+
+
 def test_registered_and_the_recipes_load():
     assert MODALITIES["speech"] is speech
     for path in (RECIPES / "speech.yaml", RECIPES / "tiny" / "speech.yaml"):
