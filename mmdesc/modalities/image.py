@@ -89,10 +89,11 @@ class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (
     finetune: Literal["all", "top", "none"] = "all"
     dropout: float = 0.0
     stride: Literal[0, 8, 16, 32] = 0  # cut the backbone at this output stride (ResNet, EfficientNet); 0 = whole
+    adapter: int = 0  # residual blocks of two 3x3 convolutions over the cell grid, trained even when frozen
 
     def problems(self) -> list[str]:
         found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
-        found += check_range(self, 0, MAX_DIM, "dim")
+        found += check_range(self, 0, MAX_DIM, "dim") + check_range(self, 0, 8, "adapter")
         if self.backbone == "small" and self.stride not in (0, 8):
             found.append(f"stride: the small backbone has output stride 8, not {self.stride}")
         if not 0 <= self.dropout < 1:
@@ -587,6 +588,21 @@ def grid_layout(grid: int, frame: tuple[float, float, float, float], size: tuple
     return GridLayout(grid=(grid, grid), size=size, boxes=boxes)
 
 
+class Adapter(nn.Module):
+    """A residual block over a (B, C, G, G) grid of frozen features: x + conv(relu(conv(x))),
+    3 x 3 convolutions; the second starts at zero, so an adapter starts as the identity."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
 class Encoder(nn.Module):
     """Canvas batch -> ContextSet of G*G cell vectors (row-major), each ``out_dim`` wide.
 
@@ -600,7 +616,7 @@ class Encoder(nn.Module):
 
     def __init__(self, backbone: str = "small", channels: int = 64, grid: int = 8, dim: int = 0,
                  pretrained: bool = False, weights: str = "", finetune: str = "all", dropout: float = 0.0,
-                 stride: int = 0):
+                 stride: int = 0, adapter: int = 0):
         super().__init__()
         if finetune not in FINETUNES:
             raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
@@ -609,6 +625,7 @@ class Encoder(nn.Module):
         self.backbone = build_backbone(backbone, channels, pretrained, weights, stride)
         self.grid = grid
         c = self.backbone.channels
+        self.adapter = nn.ModuleList(Adapter(c) for _ in range(adapter))
         self.proj = nn.Linear(c, dim) if dim else None
         self.out_dim = dim or c
         self.row = nn.Parameter(torch.randn(grid, self.out_dim) * 0.02)
@@ -643,8 +660,16 @@ class Encoder(nn.Module):
         return ContextSet(v, ContextSet.full_mask(b, n, v.device), layouts)
 
     def head(self, ctx: ContextSet) -> ContextSet:
-        """The rest of the encoder over ``features``: projection, cell positions, dropout."""
+        """The rest of the encoder over ``features``: the adapter (each cell sees its
+        neighbours' features, which a frozen backbone's cells are not trained to hold together),
+        projection, cell positions, dropout. It trains whether or not the backbone does."""
         v, g = ctx.vectors, self.grid
+        if len(self.adapter):
+            b, n, c = v.shape
+            x = v.transpose(1, 2).reshape(b, c, g, g)  # (B, G*G, C) -> (B, C, G, G)
+            for block in self.adapter:
+                x = block(x)
+            v = x.flatten(2).transpose(1, 2)  # (B, C, G, G) -> (B, G*G, C)
         if self.proj is not None:
             v = self.proj(v)  # (B, G*G, D)
         pos = (self.row[:, None, :] + self.col[None, :, :]).reshape(g * g, -1)  # (G, G, D) -> (G*G, D)

@@ -256,6 +256,27 @@ def test_finetune_none_and_top():
     assert top.backbone.stage1[0][0].weight.grad is None
 
 
+def test_an_adapter_starts_as_the_identity_and_trains_over_a_frozen_backbone():
+    """``adapter: 1``: a residual block over the cell grid, trained while the backbone is frozen;
+    its second convolution starts at zero, so at first the cells are the backbone's own."""
+    torch.manual_seed(0)
+    plain = Encoder(backbone="small", channels=8, grid=3, dim=5, finetune="none")
+    torch.manual_seed(0)
+    adapted = Encoder(backbone="small", channels=8, grid=3, dim=5, finetune="none", adapter=1)
+    adapted.load_state_dict({**adapted.state_dict(), **plain.state_dict()})
+    batch = _fake_batch(2, 24)
+    torch.testing.assert_close(adapted(batch).vectors, plain(batch).vectors)
+    ctx = adapted(batch)
+    (ctx.vectors ** 2).sum().backward()
+    assert all(p.grad is not None for p in adapted.adapter.parameters())
+    assert all(p.grad is None for p in adapted.backbone.parameters())
+    with torch.no_grad():
+        adapted.adapter[0].conv2.weight.normal_()
+    cells = adapted(batch).vectors - plain(batch).vectors  # (B, 9, D)
+    assert cells.abs().amax(-1).min() > 0  # now every cell mixes in its neighbours'
+    assert "adapter: must be" in " ".join(image.EncoderConfig(adapter=-1).problems())
+
+
 def test_weights_file_and_never_downloading(tmp_path, monkeypatch):
     small = Encoder(backbone="small", channels=8)
     torch.save(small.backbone.state_dict(), tmp_path / "small.pt")
