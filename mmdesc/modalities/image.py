@@ -90,15 +90,20 @@ class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (
     dropout: float = 0.0
     stride: Literal[0, 8, 16, 32] = 0  # cut the backbone at this output stride (ResNet, EfficientNet); 0 = whole
     adapter: int = 0  # residual blocks of two 3x3 convolutions over the cell grid, trained even when frozen
+    hypercolumn: tuple[int, ...] = ()  # earlier output strides whose features join each cell's (e.g. [8])
 
     def problems(self) -> list[str]:
         found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
         found += check_range(self, 0, MAX_DIM, "dim") + check_range(self, 0, 8, "adapter")
+        cut = self.stride or 32
+        if any(s not in (8, 16) or s >= cut for s in self.hypercolumn) or len(set(self.hypercolumn)) < len(self.hypercolumn):
+            found.append(f"hypercolumn: strides of stages before the cut at {cut} (8 or 16, each once), "
+                         f"got {list(self.hypercolumn)}")
+        return found
         if self.backbone == "small" and self.stride not in (0, 8):
             found.append(f"stride: the small backbone has output stride 8, not {self.stride}")
         if not 0 <= self.dropout < 1:
             found.append(f"dropout: must be in [0, 1), got {self.dropout}")
-        return found
 
     def without_pretrained(self) -> "EncoderConfig":
         """This encoder with random weights: its weights will come from a checkpoint, so the
@@ -358,6 +363,7 @@ class SmallCNN(nn.Module):
         self.stages = ("stage1", "stage2", "stage3")
         self.top = 1
         self.strides = (8,)  # the output strides ``cut`` offers
+        self.taps = {}  # no earlier stride to add: stride 8 is its output
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -382,6 +388,7 @@ class ResNetTrunk(nn.Sequential):
         self.stages = names
         self.top = 1
         self.strides = (8, 16, 32)  # after layer2, layer3, layer4
+        self.taps = {8: "layer2", 16: "layer3"}  # the stage whose output has that stride
 
     def cut(self, stride: int) -> None:
         """Keep the stages up to output stride ``stride`` (layer2: 8, layer3: 16, layer4: 32)."""
@@ -462,6 +469,7 @@ class EfficientNetLite0Trunk(nn.Module):
                        "_conv_head", "_bn1")
         self.top = 5 + 2  # the last stride-32 stage: blocks 11..15 (112->192->320) and the head
         self.strides = (8, 16, 32)
+        self.taps = {8: "_blocks.4", 16: "_blocks.10"}  # the block whose output has that stride
         self.head = True
 
     def cut(self, stride: int) -> None:
@@ -588,6 +596,11 @@ def grid_layout(grid: int, frame: tuple[float, float, float, float], size: tuple
     return GridLayout(grid=(grid, grid), size=size, boxes=boxes)
 
 
+def _tap(store: dict, stride: int, module, inputs, output) -> None:
+    """Forward hook: keep a stage's output for the hypercolumn."""
+    store[stride] = output
+
+
 class Adapter(nn.Module):
     """A residual block over a (B, C, G, G) grid of frozen features: x + conv(relu(conv(x))),
     3 x 3 convolutions; the second starts at zero, so an adapter starts as the identity."""
@@ -616,7 +629,7 @@ class Encoder(nn.Module):
 
     def __init__(self, backbone: str = "small", channels: int = 64, grid: int = 8, dim: int = 0,
                  pretrained: bool = False, weights: str = "", finetune: str = "all", dropout: float = 0.0,
-                 stride: int = 0, adapter: int = 0):
+                 stride: int = 0, adapter: int = 0, hypercolumn: Sequence[int] = ()):
         super().__init__()
         if finetune not in FINETUNES:
             raise ValueError(f"finetune: {finetune!r} is not one of {{{', '.join(FINETUNES)}}}")
@@ -625,6 +638,17 @@ class Encoder(nn.Module):
         self.backbone = build_backbone(backbone, channels, pretrained, weights, stride)
         self.grid = grid
         c = self.backbone.channels
+        self.hypercolumn = tuple(hypercolumn)
+        self._tapped: dict[int, Tensor] = {}
+        for s in self.hypercolumn:  # hypercolumns (Hariharan et al. 2015): earlier stages' maps too
+            name = getattr(self.backbone, "taps", {}).get(s)
+            cut = stride or max(self.backbone.strides)
+            if name is None or s >= cut:
+                raise ValueError(f"hypercolumn: the {backbone} backbone, output stride {cut}, has no "
+                                 f"earlier stage of stride {s}")
+            stage = self.backbone.get_submodule(name)
+            c += [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+            stage.register_forward_hook(functools.partial(_tap, self._tapped, s))
         self.adapter = nn.ModuleList(Adapter(c) for _ in range(adapter))
         self.proj = nn.Linear(c, dim) if dim else None
         self.out_dim = dim or c
@@ -651,8 +675,9 @@ class Encoder(nn.Module):
         (what mmdesc/features.py caches when the backbone is frozen)."""
         f = self.backbone(batch["pixels"])  # (B, C, h, w)
         g = self.grid
-        if f.shape[-2:] != (g, g):
-            f = F.adaptive_avg_pool2d(f, g)  # (B, C, h, w) -> (B, C, G, G)
+        maps = [f] + [self._tapped.pop(s) for s in self.hypercolumn]  # each (B, C_s, h_s, w_s)
+        maps = [m if m.shape[-2:] == (g, g) else F.adaptive_avg_pool2d(m, g) for m in maps]  # -> (B, C_s, G, G)
+        f = torch.cat(maps, 1) if len(maps) > 1 else maps[0]  # (B, C + sum C_s, G, G)
         v = f.flatten(2).transpose(1, 2)  # (B, C, G, G) -> (B, G*G, C)
         frames, sizes = batch["frames"].tolist(), batch["sizes"].tolist()
         layouts = [grid_layout(g, tuple(fr), tuple(sz)) for fr, sz in zip(frames, sizes)]

@@ -277,6 +277,31 @@ def test_an_adapter_starts_as_the_identity_and_trains_over_a_frozen_backbone():
     assert "adapter: must be" in " ".join(image.EncoderConfig(adapter=-1).problems())
 
 
+def test_hypercolumns_join_earlier_stages_to_each_cell():
+    """``hypercolumn: [8]`` over EfficientNet-Lite0 cut at 16: each cell holds the stride-16
+    features (112) and the stride-8 ones (40) pooled to the same grid; the extra channels are
+    the stride-8 block's own output."""
+    torch.manual_seed(0)
+    batch = _fake_batch(2, 128)
+    plain = Encoder(backbone="efficientnet_lite0", grid=8, stride=16, finetune="none").eval()
+    both = Encoder(backbone="efficientnet_lite0", grid=8, stride=16, finetune="none", hypercolumn=(8,)).eval()
+    both.backbone.load_state_dict(plain.backbone.state_dict())
+    with torch.no_grad():
+        v = both.features(batch).vectors  # (B, 64, 152)
+        assert v.shape == (2, 64, 152) and both.out_dim == 152
+        torch.testing.assert_close(v[..., :112], plain.features(batch).vectors)
+        x = torch.nn.functional.relu6(plain.backbone._bn0(plain.backbone._conv_stem(batch["pixels"])))
+        for block in plain.backbone._blocks[:5]:
+            x = block(x)
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(v[..., 112:], expected)
+    assert Encoder(backbone="resnet18", grid=2, stride=32, hypercolumn=(8, 16)).out_dim == 512 + 128 + 256
+    with pytest.raises(ValueError, match="no earlier stage of stride 8"):
+        Encoder(backbone="small", hypercolumn=(8,))
+    assert "hypercolumn" in " ".join(image.EncoderConfig(backbone="efficientnet_lite0", stride=16,
+                                                         hypercolumn=(16,)).problems())
+
+
 def test_weights_file_and_never_downloading(tmp_path, monkeypatch):
     small = Encoder(backbone="small", channels=8)
     torch.save(small.backbone.state_dict(), tmp_path / "small.pt")
