@@ -186,6 +186,9 @@ class DecoderConfig:
     embeddings: str = field(default="", metadata=NOT_AN_ARGUMENT)
     attention_mode: Literal["soft", "hard"] = "soft"  # hard: Show-Attend-Tell's sampled attention (REINFORCE)
     hard_mix: float = 0.0  # hard: share of sequences trained on the expectation instead (SAT: 0.5)
+    # hard: the REINFORCE baseline the decoder keeps: one moving average of the reward per target
+    # token (scalar), or one per token of the vocabulary (token: "a" is easier to predict than "hexagon")
+    hard_baseline: Literal["scalar", "token"] = "scalar"
 
     def problems(self) -> list[str]:
         found = _positive(self, "emb", "hidden", "att", "out", "location_channels", "location_kernel")

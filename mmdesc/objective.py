@@ -188,20 +188,33 @@ class Objective:
         drawn = drawn.masked_fill(~real, -1)
         sampled = (drawn >= 0).any(1)  # (B,) sequences that drew (not the expectation, hard_mix)
         decoder = getattr(model, "module", model).decoder  # under DistributedDataParallel: its module
-        lengths = real.sum(1)  # (B,)
+        baseline = decoder.reward_baseline
+        decay = self.hard_baseline_decay
         with torch.no_grad():  # no .item(): no wait on the device
-            n = (lengths * sampled).sum()
-            # this batch's reward per (discounted) target token: from the whole targets' R_0 for
-            # SAT's reward; from every step's R_t for the reward-to-go (with a discount < 1, R_0
-            # alone would be the first tokens' reward: for gamma = 0, the first word's alone)
-            if self.hard_reward == "sequence":
-                per_token = (reward[:, 0] * sampled).sum() / (counted[:, 0] * sampled).sum().clamp(min=1e-6)
+            if baseline.numel() > 1:  # one moving average of each target token's log-likelihood
+                steps = (real & sampled[:, None]).float().flatten()  # (B*T,)
+                ids = outputs.flatten().clamp(min=0)
+                sums = torch.zeros_like(baseline).scatter_add(0, ids, -nll.flatten() * steps)  # (V,)
+                counts = torch.zeros_like(baseline).scatter_add(0, ids, steps)
+                mean = sums / counts.clamp(min=1)
+                previous = torch.where(torch.isnan(baseline), mean, baseline)  # (V,) a first sighting: its own
+                baseline.copy_(torch.where(counts > 0, decay * previous + (1.0 - decay) * mean, baseline))
+                per_step = torch.nan_to_num(previous[outputs.clamp(min=0)]) * real  # (B, T)
+                expected = per_step @ to_go.T  # (B, T): the baselines of the tokens R_t sums
+                if self.hard_reward == "sequence":
+                    expected = expected[:, :1].expand_as(expected)
             else:
-                steps = real & sampled[:, None]  # (B, T)
-                per_token = (reward * steps).sum() / (counted * steps).sum().clamp(min=1e-6)
-            baseline = decoder.reward_baseline
-            previous = torch.where(torch.isnan(baseline), per_token, baseline)  # the first batch: its own
-            decay = self.hard_baseline_decay
-            baseline.copy_(torch.where(n > 0, decay * previous + (1.0 - decay) * per_token, baseline))
-        return {"reinforce": reinforce_term(alphas, drawn, reward, previous * counted, real.sum()),
+                n = (real.sum(1) * sampled).sum()
+                # this batch's reward per (discounted) target token: from the whole targets' R_0 for
+                # SAT's reward; from every step's R_t for the reward-to-go (with a discount < 1, R_0
+                # alone would be the first tokens' reward: for gamma = 0, the first word's alone)
+                if self.hard_reward == "sequence":
+                    per_token = (reward[:, 0] * sampled).sum() / (counted[:, 0] * sampled).sum().clamp(min=1e-6)
+                else:
+                    steps = real & sampled[:, None]  # (B, T)
+                    per_token = (reward * steps).sum() / (counted * steps).sum().clamp(min=1e-6)
+                previous = torch.where(torch.isnan(baseline), per_token, baseline)  # the first batch: its own
+                baseline.copy_(torch.where(n > 0, decay * previous + (1.0 - decay) * per_token, baseline))
+                expected = previous * counted
+        return {"reinforce": reinforce_term(alphas, drawn, reward, expected, real.sum()),
                 "att_entropy": attention_entropy(alphas, real.float())}

@@ -27,7 +27,8 @@ which the objective's REINFORCE term trains the attention (mmdesc/objective.py: 
 else reaches the attention's weights, as the drawn vector does not depend on them).
 ``hard_mix``: the share of sequences that read the expectation instead (SAT used 0.5).
 ``reward_baseline`` (a buffer, so checkpoints and resuming keep it) is the moving average
-of the reward that the objective keeps. At test time (``eval()``) every model reads
+of the reward that the objective keeps: one number, or with ``hard_baseline="token"`` one
+per target token (vocab_size,). At test time (``eval()``) every model reads
 ``attend``: the expectation (soft, the default) or the most attended vector ("argmax").
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Decoder(nn.Module):
                  emb: int = 128, hidden: int = 256, att: int = 128, out: int = 128, dropout: float = 0.1,
                  tied: bool = False, gate: bool = False, init: str = "mean", pad: int = 0,
                  location_channels: int = 8, location_kernel: int = 15, attention_mode: str = "soft",
-                 hard_mix: float = 0.0, key_dim: int | None = None):
+                 hard_mix: float = 0.0, key_dim: int | None = None, hard_baseline: str = "scalar"):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell {cell!r} is not one of {{gru, lstm}}")
@@ -98,8 +99,11 @@ class Decoder(nn.Module):
             raise ValueError(f"hard_mix must be in [0, 1], got {hard_mix}")
         self.attention_mode, self.hard_mix = attention_mode, hard_mix
         self.attend = "expectation"  # at test time: or "argmax" (set_attend)
-        if attention_mode == "hard":  # NaN until the objective sees its first batch
-            self.register_buffer("reward_baseline", torch.tensor(float("nan")))
+        if hard_baseline not in ("scalar", "token"):
+            raise ValueError(f"hard_baseline {hard_baseline!r} is not one of {{scalar, token}}")
+        if attention_mode == "hard":  # NaN until the objective sees its first batch (token: each token)
+            shape = (vocab_size,) if hard_baseline == "token" else ()
+            self.register_buffer("reward_baseline", torch.full(shape, float("nan")))
         self.cell, self.hidden, self.ctx_dim, self.vocab_size = cell, hidden, ctx_dim, vocab_size
         self.use_gate, self.init_mode = gate, init
         self.embed = nn.Embedding(vocab_size, emb, padding_idx=pad)

@@ -216,3 +216,46 @@ def test_with_no_discount_the_baseline_is_the_mean_reward_of_a_token():
     first = -nll[:, 0].mean().item()
     assert model.decoder.reward_baseline.item() == pytest.approx(-nll.mean().item(), abs=1e-4)
     assert abs(model.decoder.reward_baseline.item() - first) > 1e-3
+
+
+def test_a_token_baseline_keeps_each_target_tokens_mean_reward():
+    """``hard_baseline="token"``: one moving average per vocabulary entry, of the log-likelihood
+    of that token where it is the target; entries never seen stay NaN, and REINFORCE still
+    teaches the attention where to look."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(9)
+    model = Describer(Given(11), Decoder(9, 11, emb=6, hidden=10, att=7, out=6, dropout=0.0,
+                                         attention_mode="hard", hard_baseline="token")).train()
+    assert model.decoder.reward_baseline.shape == (9,)
+    batch, inputs, outputs, _ = marked_task(16, torch.Generator().manual_seed(9))
+    objective = Objective(hard=True, hard_reward="to_go", hard_discount=0.0)
+    torch.manual_seed(10)
+    objective(model, batch, inputs, outputs)
+    torch.manual_seed(10)
+    nll = F.cross_entropy(model(batch, inputs)[0].flatten(0, 1), outputs.flatten(), reduction="none").view(outputs.shape)
+    b = model.decoder.reward_baseline
+    for v in range(9):
+        seen = outputs == v
+        if seen.any():
+            assert b[v].item() == pytest.approx(-nll[seen].mean().item(), abs=1e-4)
+        else:
+            assert torch.isnan(b[v])
+    with pytest.raises(ValueError, match="hard_baseline"):
+        Decoder(9, 11, attention_mode="hard", hard_baseline="median")
+
+    torch.manual_seed(6)
+    g = torch.Generator().manual_seed(6)
+    model = Describer(Given(11), Decoder(9, 11, emb=6, hidden=10, att=7, out=6, dropout=0.0, attention_mode="hard",
+                                         hard_baseline="token"))
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(80):
+        batch, inputs, outputs, _ = marked_task(32, g)
+        loss, _ = Objective(hard=True, hard_entropy=0.0)(model.train(), batch, inputs, outputs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    batch, inputs, outputs, where = marked_task(200, g)
+    with torch.no_grad():
+        _, alphas, _ = model.eval()(batch, inputs)
+    assert alphas[torch.arange(200), 0, where].mean().item() > 0.9
