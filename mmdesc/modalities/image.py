@@ -90,14 +90,16 @@ class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (
     dropout: float = 0.0
     stride: Literal[0, 8, 16, 32] = 0  # cut the backbone at this output stride (ResNet, EfficientNet); 0 = whole
     adapter: int = 0  # residual blocks of two 3x3 convolutions over the cell grid, trained even when frozen
-    hypercolumn: tuple[int, ...] = ()  # earlier output strides whose features join each cell's (e.g. [8])
+    # earlier output strides whose features join each cell's (e.g. [8]); 1: the canvas' own pixels,
+    # 4 x 4 average colours per cell (48 values), which no ImageNet trunk has learnt to ignore
+    hypercolumn: tuple[int, ...] = ()
 
     def problems(self) -> list[str]:
         found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
         found += check_range(self, 0, MAX_DIM, "dim") + check_range(self, 0, 8, "adapter")
         cut = self.stride or 32
-        if any(s not in (8, 16) or s >= cut for s in self.hypercolumn) or len(set(self.hypercolumn)) < len(self.hypercolumn):
-            found.append(f"hypercolumn: strides of stages before the cut at {cut} (8 or 16, each once), "
+        if any(s not in (1, 8, 16) or s >= cut for s in self.hypercolumn) or len(set(self.hypercolumn)) < len(self.hypercolumn):
+            found.append(f"hypercolumn: strides of stages before the cut at {cut} (1: pixels, 8 or 16, each once), "
                          f"got {list(self.hypercolumn)}")
         return found
         if self.backbone == "small" and self.stride not in (0, 8):
@@ -596,6 +598,15 @@ def grid_layout(grid: int, frame: tuple[float, float, float, float], size: tuple
     return GridLayout(grid=(grid, grid), size=size, boxes=boxes)
 
 
+PIXEL_SUBCELLS = 4  # hypercolumn 1: each cell's pixels as this many x this many average colours
+
+
+def _pixel_cells(pixels: Tensor, grid: int) -> Tensor:
+    """(B, 3, H, W) canvas -> (B, 3 * k * k, G, G): each cell's k x k sub-cell average colours."""
+    k = PIXEL_SUBCELLS
+    return F.pixel_unshuffle(F.adaptive_avg_pool2d(pixels, grid * k), k)  # (B, 3, kG, kG) -> (B, 3k^2, G, G)
+
+
 def _tap(store: dict, stride: int, module, inputs, output) -> None:
     """Forward hook: keep a stage's output for the hypercolumn."""
     store[stride] = output
@@ -641,6 +652,9 @@ class Encoder(nn.Module):
         self.hypercolumn = tuple(hypercolumn)
         self._tapped: dict[int, Tensor] = {}
         for s in self.hypercolumn:  # hypercolumns (Hariharan et al. 2015): earlier stages' maps too
+            if s == 1:  # the pixels themselves: 3 colours x 4 x 4 sub-cells
+                c += 3 * PIXEL_SUBCELLS ** 2
+                continue
             name = getattr(self.backbone, "taps", {}).get(s)
             cut = stride or max(self.backbone.strides)
             if name is None or s >= cut:
@@ -675,7 +689,8 @@ class Encoder(nn.Module):
         (what mmdesc/features.py caches when the backbone is frozen)."""
         f = self.backbone(batch["pixels"])  # (B, C, h, w)
         g = self.grid
-        maps = [f] + [self._tapped.pop(s) for s in self.hypercolumn]  # each (B, C_s, h_s, w_s)
+        maps = [f] + [_pixel_cells(batch["pixels"], g) if s == 1 else self._tapped.pop(s)
+                      for s in self.hypercolumn]  # each (B, C_s, h_s, w_s)
         maps = [m if m.shape[-2:] == (g, g) else F.adaptive_avg_pool2d(m, g) for m in maps]  # -> (B, C_s, G, G)
         f = torch.cat(maps, 1) if len(maps) > 1 else maps[0]  # (B, C + sum C_s, G, G)
         v = f.flatten(2).transpose(1, 2)  # (B, C, G, G) -> (B, G*G, C)

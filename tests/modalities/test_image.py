@@ -296,6 +296,11 @@ def test_hypercolumns_join_earlier_stages_to_each_cell():
         expected = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(2).transpose(1, 2)
         torch.testing.assert_close(v[..., 112:], expected)
     assert Encoder(backbone="resnet18", grid=2, stride=32, hypercolumn=(8, 16)).out_dim == 512 + 128 + 256
+    pixels = Encoder(backbone="efficientnet_lite0", grid=8, stride=16, finetune="none", hypercolumn=(1,)).eval()
+    with torch.no_grad():
+        cells = pixels.features(batch).vectors[..., 112:].view(2, 64, 3, 4, 4)  # (B, G*G, colour, 4, 4)
+    # cell 9 (row 1, column 1) covers canvas pixels 16..31: its sub-cell (2, 1) is rows 24..27, columns 20..23
+    torch.testing.assert_close(cells[1, 9, :, 2, 1], batch["pixels"][1, :, 24:28, 20:24].mean((1, 2)))
     with pytest.raises(ValueError, match="no earlier stage of stride 8"):
         Encoder(backbone="small", hypercolumn=(8,))
     assert "hypercolumn" in " ".join(image.EncoderConfig(backbone="efficientnet_lite0", stride=16,
