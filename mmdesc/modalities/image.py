@@ -97,7 +97,7 @@ class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (
     def problems(self) -> list[str]:
         found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
         found += check_range(self, 0, MAX_DIM, "dim") + check_range(self, 0, 8, "adapter")
-        cut = self.stride or 32
+        cut = self.stride or (8 if self.backbone == "small" else 32)  # 0: the backbone's whole depth
         if any(s not in (1, 8, 16) or s >= cut for s in self.hypercolumn) or len(set(self.hypercolumn)) < len(self.hypercolumn):
             found.append(f"hypercolumn: strides of stages before the cut at {cut} (1: pixels, 8 or 16, each once), "
                          f"got {list(self.hypercolumn)}")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import RECIPES, mmdesc
 from mmdesc.contexts import ContextSet, GridLayout
 from mmdesc.errors import ConfigError, MediaError
 from mmdesc.modalities import image
@@ -305,6 +306,13 @@ def test_hypercolumns_join_earlier_stages_to_each_cell():
         Encoder(backbone="small", hypercolumn=(8,))
     assert "hypercolumn" in " ".join(image.EncoderConfig(backbone="efficientnet_lite0", stride=16,
                                                          hypercolumn=(16,)).problems())
+    assert "hypercolumn" in " ".join(image.EncoderConfig(hypercolumn=(8,)).problems())  # small: stride 8 is all
+
+
+def test_a_bad_hypercolumn_is_one_recipe_error_through_the_cli(tiny_data, tmp_path):
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={tmp_path / 'x'}",
+               "encoder.hypercolumn=[4]")
+    assert r.code == 2 and "hypercolumn: strides of stages before the cut" in r.err and "Traceback" not in r.err, r.err
 
 
 def test_weights_file_and_never_downloading(tmp_path, monkeypatch):

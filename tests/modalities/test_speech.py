@@ -409,16 +409,20 @@ def test_local_keys_train_describe_and_ensemble_through_the_cli(spoken, tmp_path
 
 def test_supervised_attention_trains_on_the_word_spans_through_the_cli(spoken, tmp_path):
     """``loss.attention_truth`` reads each training utterance's word spans: the term is logged
-    and falls; training is otherwise the same run."""
+    and falls; training is otherwise the same run (here also hearing half the utterances
+    through 8 kHz, ``input.narrowband``)."""
     out = tmp_path / "truth"
     r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={out}",
-               "loss.attention_truth=1.0")
+               "loss.attention_truth=1.0", "input.narrowband=0.5")
     assert r.code == 0, r.err
     logged = [s for s in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "xent" in s]
     assert all("att_truth" in s for s in logged) and logged[-1]["att_truth"] < logged[0]["att_truth"]
     r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={tmp_path / 'x'}",
                "loss.attention_truth=-1")
     assert r.code == 2 and "attention_truth" in r.err, r.err
+    r = mmdesc("train", RECIPES / "tiny" / "speech.yaml", f"data.root={spoken}", f"out={tmp_path / 'y'}",
+               "input.narrowband=1.5")
+    assert r.code == 2 and "narrowband: must be in [0, 1]" in r.err and "Traceback" not in r.err, r.err
 
 
 def test_registered_and_the_recipes_load():
