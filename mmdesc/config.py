@@ -169,7 +169,8 @@ class EncoderTransfer:
 @dataclass(frozen=True)
 class DecoderConfig:
     cell: Literal["gru", "lstm"] = "gru"
-    attention: Literal["mlp", "dot", "location"] = "mlp"  # location: Chorowski et al. 2015
+    attention: Literal["mlp", "dot", "location", "coverage"] = "mlp"  # location: Chorowski et al. 2015;
+    # coverage: the sum of the earlier steps' attention feeds the score (Tu et al. 2016)
     emb: int = 128
     hidden: int = 256
     att: int = 128

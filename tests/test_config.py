@@ -164,7 +164,7 @@ def test_all_errors_reported_together(tmp_path):
     assert found == [
         "data.valid.captions: expected a string, got null",
         "decoder.hiden: unknown key — did you mean 'hidden'?",
-        "decoder.attention: 'luong2' is not one of {mlp, dot, location}",
+        "decoder.attention: 'luong2' is not one of {mlp, dot, location, coverage}",
         "search.beam: expected an integer, got 2.5",
         "train.lr: expected a number, got 'fast'",
         "train.skip_bad: expected true or false, got 1",

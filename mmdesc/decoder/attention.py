@@ -12,7 +12,8 @@ they hold::
     context, alpha, state = att(query, vectors, keys, mask, state)
 
 The state is part of the decoder's flat state dict, so beam search reorders it with the
-rest. Location-aware attention keeps the previous alignment there.
+rest. Location-aware attention keeps the previous alignment there, coverage attention the
+sum of all earlier ones.
 
 Every attention gives a distribution ``alpha`` over the positions and its expectation as the
 context (soft attention). Hard attention (Show, Attend and Tell) reads one position instead,
@@ -80,18 +81,25 @@ def additive_score(keys: Tensor, q: Tensor, v: Tensor, loc: Tensor | None = None
     return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)) - v.to(dtype).sum()
 
 
-def _fusable_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
+def _fusable_score(keys: Tensor, q: Tensor, v: Tensor, cov: Tensor | None = None,
+                   w: Tensor | None = None) -> Tensor:
     # tanh(x) = 2 sigmoid(2x) - 1: inductor's CPU code for sigmoid is ~3x faster than its
     # tanh, and the gradient (through sigmoid's output) stays finite where exp overflows.
     x = keys[:, None, :, :] + q[:, :, None, :]
+    if cov is not None:  # coverage attention: (B, K, N) x (A,), a rank-one term
+        x = x + cov[..., None].to(x.dtype) * w
     return ((torch.sigmoid(2.0 * x) * 2.0 - 1.0) * v).sum(-1)
 
 
 _compiled = None  # the compiled score, made on first use; False once compiling has failed
 
 
-def fused_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
+def fused_score(keys: Tensor, q: Tensor, v: Tensor, cov: Tensor | None = None,
+                w: Tensor | None = None) -> Tensor:
     """``additive_score`` compiled into one loop over (B, K, N) with the A-sum inside.
+
+    ``cov`` (B, K, N) with ``w`` (A,): a feature of each position, projected into the sum
+    (coverage attention; ``additive_score``'s ``loc`` with one channel).
 
     Equal to it up to float rounding (~1e-6 relative). Shapes are dynamic, so a new batch
     or beam size does not recompile. The first call compiles (seconds; cached on disk
@@ -102,16 +110,21 @@ def fused_score(keys: Tensor, q: Tensor, v: Tensor) -> Tensor:
         # compiling on a CPU-only machine logs "No CUDA runtime is found" once: not news
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         _compiled = torch.compile(_fusable_score, dynamic=True)
+    def eager() -> Tensor:
+        if cov is None:
+            return additive_score(keys, q, v)
+        return additive_score(keys, q, v, cov[:, :, None, :], w[:, None])  # (B, K, 1, N), (A, 1)
+
     if _compiled is False:
-        return additive_score(keys, q, v)
+        return eager()
     try:
-        return _compiled(keys, q, v)
+        return _compiled(keys, q, v, cov, w)
     except torch._dynamo.exc.TorchDynamoException as err:
         _compiled = False
         reason = str(err).strip().splitlines()[0][:200]
         warnings.warn(f"cannot compile the fused attention score, using the eager one: {reason}",
                       MmdescWarning, stacklevel=2)
-        return additive_score(keys, q, v)
+        return eager()
 
 
 def attend(alpha: Tensor, vectors: Tensor) -> Tensor:
@@ -236,4 +249,50 @@ class LocationAttention(nn.Module):
         return attend(alpha, vectors), alpha, {self.STATE: alpha.float()}
 
 
-ATTENTIONS = {"mlp": MLPAttention, "dot": DotAttention, "location": LocationAttention}
+class CoverageAttention(nn.Module):
+    """Coverage attention (Tu et al. 2016; See et al. 2017): additive attention whose score
+    also sees how much attention each position has had so far,
+    e_n = v . tanh(W_c c_n + W_q q + w cov_n),   cov_n = sum of alpha_n over the earlier steps.
+
+    The coverage is the attention's state (``"coverage"``, (B, K, N), zero at the start), so
+    beam search carries it per hypothesis. It tells the decoder which positions it has
+    described already: without it, a caption of a scene's third object can attend the first
+    one again and name it twice. Unlike SAT's doubly-stochastic penalty it asks nothing of
+    the attention: it is a feature, and the score learns what to do with it (a word can
+    still attend where the words before it did, as "large red star" does). Positions keep
+    no layout here, so it fits every modality. ``fused`` scores it through ``fused_score``.
+    """
+
+    STATE = "coverage"
+    FLOAT_LAYERS = ("score", "cover")  # weights read as tensors: never replaced by int8 layers
+
+    def __init__(self, ctx_dim: int, query_dim: int, att_dim: int):
+        super().__init__()
+        self.key = nn.Linear(ctx_dim, att_dim, bias=True)
+        self.query = nn.Linear(query_dim, att_dim, bias=False)
+        self.cover = nn.Linear(1, att_dim, bias=False)
+        self.score = nn.Linear(att_dim, 1, bias=False)
+        self.fused = False
+
+    def precompute(self, vectors: Tensor) -> Tensor:
+        return self.key(vectors)  # (B, N, A)
+
+    def init_state(self, mask: Tensor, k: int) -> dict[str, Tensor]:
+        """No attention yet: zeros (B, K, N)."""
+        return {self.STATE: mask.new_zeros(mask.shape[0], k, mask.shape[1], dtype=torch.float32)}
+
+    def forward(self, query: Tensor, vectors: Tensor, keys: Tensor, mask: Tensor,
+                state: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        cov = state[self.STATE]  # (B, K, N)
+        q = self.query(query)  # (B, K, A)
+        w = self.cover.weight[:, 0]  # (A,)
+        if self.fused:
+            e = fused_score(keys, q, self.score.weight[0], cov.to(keys.dtype), w)
+        else:
+            e = additive_score(keys, q, self.score.weight[0], cov.to(keys.dtype)[:, :, None, :], w[:, None])
+        alpha = masked_softmax(e, mask)  # (B, K, N)
+        return attend(alpha, vectors), alpha, {self.STATE: cov + alpha}
+
+
+ATTENTIONS = {"mlp": MLPAttention, "dot": DotAttention, "location": LocationAttention,
+              "coverage": CoverageAttention}

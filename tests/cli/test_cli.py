@@ -174,3 +174,31 @@ def test_evaluate_any_split_in_a_public_format(tiny_image_run, tiny_data, tmp_pa
     assert json.loads(r.out)["n"] == 2
     r = mmdesc("evaluate", "-c", tiny_image_run, "data.test.format=karpathy", "train.lr=1")
     assert r.code == 2 and "train.lr=1: evaluate takes data.* overrides only" in r.err
+
+
+def test_coverage_attention_trains_resumes_and_describes_through_the_cli(tiny_data, tmp_path):
+    """``decoder.attention=coverage``: the coverage weight trains, is saved, and beam search
+    carries each hypothesis' coverage (the n-best attention sums to one per word)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "cov"
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={out}",
+               "decoder.attention=coverage", "train.max_steps=8")
+    assert r.code == 0, r.err
+    weights = load_file(out / "best" / "model.safetensors")
+    assert weights["decoder.att.cover.weight"].abs().sum() > 0  # it trained away from its start
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={out}",
+               "decoder.attention=coverage", "train.max_steps=12")
+    assert r.code == 0, r.err
+    assert (out / "ckpt-0000012").is_dir()  # resumed at step 8 with its coverage weights
+    img = tiny_data / "images" / "test_000003.png"
+    r = mmdesc("describe", img, "-c", out, "--beam", 3, "--n-best", 2, "--json")
+    assert r.code == 0, r.err
+    hyps = json.loads(r.out)[0]["hypotheses"]
+    assert len(hyps) == 2 and all(h["words"] for h in hyps)
+    for h in hyps:
+        assert len(h["attention"]) == len(h["words"])
+        assert all(abs(sum(row) - 1.0) < 1e-3 for row in h["attention"])
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={tmp_path / 'bad'}",
+               "decoder.attention=coverag")
+    assert r.code == 2 and "decoder.attention" in r.err and "coverage" in r.err

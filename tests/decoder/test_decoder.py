@@ -13,7 +13,7 @@ def context(b=3, n=6, d=7, lengths=(6, 4, 2)):
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("attention", ["mlp", "dot"])
+@pytest.mark.parametrize("attention", ["mlp", "dot", "coverage"])
 @pytest.mark.parametrize("gate", [False, True])
 def test_step_matches_teacher_forcing(cell, attention, gate):
     torch.manual_seed(0)
@@ -103,6 +103,53 @@ def test_location_attention_teacher_forcing_matches_the_steps():
         torch.testing.assert_close(alpha[:, 0], alphas[:, t], atol=1e-6, rtol=1e-6)
 
 
+def test_coverage_attention_keeps_the_sum_of_the_alignments_and_it_steers_the_score():
+    torch.manual_seed(4)
+    dec = Decoder(11, 7, attention="coverage", emb=5, hidden=9, att=6, out=4, dropout=0.0).eval()
+    with torch.no_grad():
+        dec.att.cover.weight.mul_(20.0)  # make the coverage matter
+    ctx = context()
+    pctx = dec.prepare(ctx)
+    state = dec.init_state(pctx, 2)
+    assert state["coverage"].shape == (3, 2, 6) and not state["coverage"].any()  # nothing seen yet
+    total = torch.zeros(3, 2, 6)
+    for t in range(4):
+        _, state, alpha = dec.step(pctx, torch.full((3, 2), 4 + t), state)
+        total += alpha
+        torch.testing.assert_close(state["coverage"], total)  # every step adds what it looked at
+    assert (state["coverage"][~ctx.mask[:, None, :].expand(-1, 2, -1)] == 0).all()  # padding: never
+    torch.testing.assert_close(state["coverage"].sum(-1), torch.full((3, 2), 4.0))
+    # another history of attention, another attention now (same recurrent state)
+    other = dict(state, coverage=torch.roll(state["coverage"], 1, dims=-1) * ctx.mask[:, None, :])
+    _, _, a1 = dec.step(pctx, torch.full((3, 2), 5), state)
+    _, _, a2 = dec.step(pctx, torch.full((3, 2), 5), other)
+    assert (a1 - a2).abs().max() > 1e-3
+
+
+@needs_cxx
+def test_fused_coverage_score_equals_eager_values_and_gradients():
+    from mmdesc.decoder import attention
+
+    torch.manual_seed(5)
+    dec = Decoder(11, 7, cell="gru", attention="coverage", emb=5, hidden=9, att=6, out=4, dropout=0.0)
+    with torch.no_grad():
+        dec.att.cover.weight.mul_(5.0)
+    ctx, y = context(), torch.randint(4, 11, (3, 5))
+    runs = []
+    for fused in (False, True):
+        dec.zero_grad()
+        logits, alphas = dec.fuse_attention(fused)(ctx, y)
+        (logits.logsumexp(-1).sum() + (alphas ** 2).sum()).backward()
+        runs.append((logits, alphas, [p.grad.clone() for p in dec.parameters() if p.grad is not None]))
+    assert attention._compiled not in (None, False), "the fused path was not compiled"
+    (l0, a0, g0), (l1, a1, g1) = runs
+    assert dec.att.cover.weight.grad.abs().sum() > 0  # the coverage term is trained
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a1, a0, atol=1e-5, rtol=1e-5)
+    for p0, p1 in zip(g0, g1):
+        torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-4)
+
+
 @needs_cxx
 def test_fused_attention_score_equals_eager_values_and_gradients():
     """The compiled score (``fuse_attention``) is the same function: forward and backward."""
@@ -125,7 +172,7 @@ def test_fused_attention_score_equals_eager_values_and_gradients():
         torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("attention", ["mlp", "dot", "location"])
+@pytest.mark.parametrize("attention", ["mlp", "dot", "location", "coverage"])
 def test_keys_apart_from_the_vectors_decide_the_attention_and_the_vectors_what_is_read(attention):
     """A ContextSet with keys: the attention scores the keys (of key_dim), the context read is
     a mix of the vectors; without keys the vectors are scored, as before."""

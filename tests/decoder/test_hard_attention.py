@@ -60,7 +60,7 @@ def test_draws_never_pick_a_masked_position_and_follow_the_attention():
     torch.testing.assert_close(freq[:4], torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.03, rtol=0)
 
 
-@pytest.mark.parametrize("attention", ["mlp", "dot", "location"])
+@pytest.mark.parametrize("attention", ["mlp", "dot", "location", "coverage"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_training_draws_real_positions_and_eval_reads_the_expectation(attention, cell):
     torch.manual_seed(1)

@@ -140,14 +140,16 @@ def test_fused_attention_beam_matches_reference():
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_location_attention_beam_matches_reference(cell):
-    """The attention's own state (the previous alignment) is reordered with the beams."""
+@pytest.mark.parametrize("attention", ["location", "coverage"])
+def test_stateful_attention_beam_matches_reference(cell, attention):
+    """The attention's own state (the previous alignment; the coverage) is reordered with the beams."""
     torch.manual_seed(11)
-    dec = Decoder(V, 7, cell=cell, attention="location", emb=5, hidden=9, att=3, out=4, dropout=0.0,
-                  location_channels=3, location_kernel=3).eval()
+    extra = dict(location_channels=3, location_kernel=3) if attention == "location" else {}
+    dec = Decoder(V, 7, cell=cell, attention=attention, emb=5, hidden=9, att=3, out=4, dropout=0.0,
+                  **extra).eval()
     with torch.no_grad():
         dec.proj.bias[EOS] += 2.0
-        dec.att.conv.weight.mul_(4.0)  # make the previous alignment matter
+        (dec.att.conv if attention == "location" else dec.att.cover).weight.mul_(4.0)  # make the state matter
     ctx = context(seed=12)
     batched = decode(dec, ctx, beam=4, n_best=4, max_lens=7)
     for i in range(5):
