@@ -193,14 +193,14 @@ def cache_features(recipe, encoder, reader, examples: list[Example], device, say
 
 
 def cached_training_data(recipe, model, reader, examples: list[Example], pairs, device,
-                         say: Callable[[str], None] = print):
+                         say: Callable[[str], None] = print, truth=None):
     """``train.cache_features``: the training pairs over cached features, and their collate
-    (mmdesc/features.py), in place of ``data.Pairs`` and ``data.Collate``."""
+    (mmdesc/features.py), in place of ``data.Pairs`` and ``data.Collate``; ``truth`` as theirs."""
     from mmdesc import features
 
     store, keys, failures = cache_features(recipe, model.encoder, reader, examples, device, say)
     features.report(failures, len(examples), "train", recipe.train.skip_bad, say)
-    return features.CachedPairs(store, keys, pairs, failures), features.FeatureCollate()
+    return features.CachedPairs(store, keys, pairs, failures, truth), features.FeatureCollate()
 
 
 def cache_split(recipe, split: str = "train", say: Callable[[str], None] = print) -> tuple[int, int]:
@@ -416,11 +416,10 @@ def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = Tr
     seed_process(recipe.seed, processes.rank)
     optimizer, schedule, scaler = setup_optimizer(recipe, model, device)
     progress = setup_restore(recipe, say, processes, last, model, optimizer, schedule, scaler, trim_log=resume)
-    if cfg.cache_features and recipe.loss.attention_truth > 0:
-        raise ConfigError("loss.attention_truth: not with train.cache_features (cached batches carry no ground truth)")
     if cfg.cache_features:  # the frozen encoder's features (rank 0 computes what is missing), not the media
         processes.main_only(lambda: cache_features(recipe, model.encoder, reader, train_ex, device, say) and None)
-        dataset, collate = cached_training_data(recipe, model, reader, train_ex, pairs, device, say)
+        dataset, collate = cached_training_data(recipe, model, reader, train_ex, pairs, device, say,
+                                                truth=dataset.truth)
     net = setup_parallel(model, device, processes)
     return TrainingParts(recipe=recipe, processes=processes, device=device, precision=cfg.precision,
                          reader=reader, tokenizer=tokenizer, dataset=dataset, collate=collate, lengths=lengths,

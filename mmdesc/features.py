@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from mmdesc.contexts import ContextSet, GridLayout, TimeGridLayout, TimeLayout, TokenLayout
-from mmdesc.data import Batch, stream_sources, target_tensors
+from mmdesc.data import TRUTH, Batch, stream_sources, target_tensors
 from mmdesc.errors import ConfigError, DataError, MediaError
 
 FORMAT = 1
@@ -247,12 +247,14 @@ def compute(encoder: nn.Module, reader, sources: Sequence[str], keys: Sequence[s
 
 class CachedPairs(torch.utils.data.Dataset):
     """``data.Pairs`` over cached features: (example, reference) pairs whose input is its
-    features, read from the store (or the MediaError its decoding raised)."""
+    features, read from the store (or the MediaError its decoding raised). ``truth``: as
+    ``data.Pairs``, where each pair's target pieces are (``loss.attention_truth``)."""
 
     def __init__(self, store: FeatureStore, keys: Sequence[str], pairs: Sequence[tuple[int, list[int]]],
-                 failures: dict[str, MediaError] | None = None):
+                 failures: dict[str, MediaError] | None = None, truth: Sequence | None = None):
         self.store, self.keys, self.pairs = store, list(keys), list(pairs)
         self.failures = dict(failures or {})
+        self.truth = truth
         self.epoch = 0  # as Pairs: the trainer sets it (features do not change with it)
 
     def __len__(self) -> int:
@@ -263,7 +265,7 @@ class CachedPairs(torch.utils.data.Dataset):
         key = self.keys[ex]
         if key in self.failures:
             return self.failures[key]
-        return self.store.get(key), ids
+        return (*self.store.get(key), None if self.truth is None else self.truth[i]), ids
 
 
 class FeatureCollate:
@@ -276,15 +278,18 @@ class FeatureCollate:
         good = [g for g in got if not isinstance(g, MediaError)]
         if not good:
             return Batch(None, None, None, bad)
-        n = max(v.shape[0] for (v, _, _), _ in good)
+        n = max(v.shape[0] for (v, _, _, _), _ in good)
         c = good[0][0][0].shape[1]
         vectors = torch.zeros(len(good), n, c)
         mask = torch.zeros(len(good), n, dtype=torch.bool)
-        for b, ((v, m, _), _) in enumerate(good):
+        for b, ((v, m, _, _), _) in enumerate(good):
             vectors[b, : v.shape[0]] = v
             mask[b, : m.shape[0]] = m
         inputs, outputs = target_tensors([ids for _, ids in good])
-        data = {"features": vectors, "features_mask": mask, "layouts": [lay for (_, _, lay), _ in good]}
+        data = {"features": vectors, "features_mask": mask, "layouts": [lay for (_, _, lay, _), _ in good]}
+        truth = [t for (_, _, _, t), _ in good]
+        if any(t is not None for t in truth):
+            data[TRUTH] = truth  # as data.Collate: the objective's att_truth term reads it
         return Batch(data, inputs, outputs, bad)
 
 

@@ -55,18 +55,24 @@ def test_entries_are_keyed_by_content_and_by_the_encoder(tiny_data, tmp_path):
     assert len(keys) == 4 and len(set(keys)) == 3  # input.size changed the settings, not the weights
 
 
-def test_training_on_cached_features_matches_training_on_the_media(tiny_data, tmp_path):
+@pytest.mark.parametrize("truth", [0.0, 1.0])
+def test_training_on_cached_features_matches_training_on_the_media(tiny_data, tmp_path, truth):
+    """Also with supervised attention: cached batches carry the same ground truth."""
     runs = {}
     for cached in ("true", "false"):
         out = tmp_path / cached
         r = mmdesc("train", TINY, f"data.root={tiny_data}", f"out={out}", *FROZEN, *SHORT,
-                   f"train.cache_features={cached}")
+                   f"train.cache_features={cached}", f"loss.attention_truth={truth}")
         assert r.code == 0, r.err
         assert ("48 computed now" in r.err) == (cached == "true")
         runs[cached] = out
-    losses = {k: [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
-                  if "loss" in json.loads(line)] for k, out in runs.items()}
+    logs = {k: [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            for k, out in runs.items()}
+    losses = {k: [rec["loss"] for rec in log if "loss" in rec] for k, log in logs.items()}
     assert len(losses["true"]) == 3 and losses["true"] == pytest.approx(losses["false"], rel=1e-5)
+    terms = {k: [rec["att_truth"] for rec in log if "att_truth" in rec] for k, log in logs.items()}
+    assert len(terms["true"]) == (3 if truth else 0)
+    assert terms["true"] == pytest.approx(terms["false"], rel=1e-5)
     a, b = (load_file(str(runs[k] / "ckpt-0000003" / "model.safetensors")) for k in ("true", "false"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
