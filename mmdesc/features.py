@@ -269,9 +269,10 @@ class CachedPairs(torch.utils.data.Dataset):
 
 
 class FeatureCollate:
-    """(features, ids) pairs -> ``data.Batch`` whose data is ``{"features": (B, N, C),
-    "features_mask": (B, N), "layouts": [...]}`` (zero-padded to the longest), which
-    ``Describer.encode`` hands to the encoder's head."""
+    """((vectors, mask, layout, truth), ids) pairs -> ``data.Batch`` whose data is
+    ``{"features": (B, N, C), "features_mask": (B, N), "layouts": [...]}`` (zero-padded to the
+    longest), which ``Describer.encode`` hands to the encoder's head, and ``data.TRUTH`` where
+    the pairs carry ground truth (``CachedPairs(truth=...)``)."""
 
     def __call__(self, got: list) -> Batch:
         bad = [g for g in got if isinstance(g, MediaError)]

@@ -110,6 +110,7 @@ def fused_score(keys: Tensor, q: Tensor, v: Tensor, cov: Tensor | None = None,
         # compiling on a CPU-only machine logs "No CUDA runtime is found" once: not news
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         _compiled = torch.compile(_fusable_score, dynamic=True)
+
     def eager() -> Tensor:
         if cov is None:
             return additive_score(keys, q, v)
