@@ -98,14 +98,15 @@ class EncoderConfig(EncoderTransfer):  # + init_from, unfreeze_at, backbone_lr (
         found = check_range(self, 1, MAX_DIM, "channels") + check_range(self, 1, 64, "grid")
         found += check_range(self, 0, MAX_DIM, "dim") + check_range(self, 0, 8, "adapter")
         cut = self.stride or (8 if self.backbone == "small" else 32)  # 0: the backbone's whole depth
-        if any(s not in (1, 8, 16) or s >= cut for s in self.hypercolumn) or len(set(self.hypercolumn)) < len(self.hypercolumn):
+        repeated = len(set(self.hypercolumn)) < len(self.hypercolumn)
+        if repeated or any(s not in (1, 8, 16) or s >= cut for s in self.hypercolumn):
             found.append(f"hypercolumn: strides of stages before the cut at {cut} (1: pixels, 8 or 16, each once), "
                          f"got {list(self.hypercolumn)}")
-        return found
         if self.backbone == "small" and self.stride not in (0, 8):
             found.append(f"stride: the small backbone has output stride 8, not {self.stride}")
         if not 0 <= self.dropout < 1:
             found.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return found
 
     def without_pretrained(self) -> "EncoderConfig":
         """This encoder with random weights: its weights will come from a checkpoint, so the

@@ -315,6 +315,16 @@ def test_a_bad_hypercolumn_is_one_recipe_error_through_the_cli(tiny_data, tmp_pa
     assert r.code == 2 and "hypercolumn: strides of stages before the cut" in r.err and "Traceback" not in r.err, r.err
 
 
+def test_a_bad_stride_and_dropout_are_recipe_errors_through_the_cli(tiny_data, tmp_path):
+    """Both used to pass the recipe check and end in a traceback from the encoder's constructor."""
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={tiny_data}", f"out={tmp_path / 'x'}",
+               "encoder.stride=16", "encoder.dropout=1.5")
+    assert r.code == 2 and "Traceback" not in r.err, r.err
+    assert "encoder.stride: the small backbone has output stride 8, not 16" in r.err
+    assert "encoder.dropout: must be in [0, 1), got 1.5" in r.err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
 def test_weights_file_and_never_downloading(tmp_path, monkeypatch):
     small = Encoder(backbone="small", channels=8)
     torch.save(small.backbone.state_dict(), tmp_path / "small.pt")
