@@ -31,23 +31,48 @@ def modality(recipe):
 
 
 def ensure_data(recipe, say: Callable[[str], None] = print) -> None:
-    """Generate the synthetic corpus under ``data.root`` when the recipe asks for it and it is missing."""
-    from mmdesc.corpora.synth import is_complete
+    """Generate the recipe's part of the synthetic corpus under ``data.root`` when the recipe
+    asks for one and it is missing, or was written with another seed or other counts (a part
+    is never read at a size the recipe did not ask for)."""
+    from mmdesc.corpora.synth import SHIFT_SPLIT, written_with
 
     root, synth = Path(recipe.data.root), recipe.data.synth
-    if synth is None or is_complete(root, recipe.modality):
+    if synth is None:
         return
+    module = modality(recipe)
+    asked = {"seed": synth.seed, "train": synth.train, "valid": synth.valid, "test": synth.test}
+    if synth.shift and writes_shift(module):
+        asked[SHIFT_SPLIT] = synth.shift
+    have = written_with(root, recipe.modality)
+    if have is not None and all(have.get(k) == v for k, v in asked.items()):
+        return
+    if have is not None:
+        say(f"{root}: its {recipe.modality} part was written with {_counts(have)}, the recipe asks "
+            f"{_counts(asked)}: writing it again")
     say(f"generating the synthetic {recipe.modality} corpus in {root} "
         f"({synth.train}/{synth.valid}/{synth.test} scenes) ...")
-    write_part(modality(recipe), root, synth.train, synth.valid, synth.test, synth.seed, synth.shift)
+    write_part(module, root, synth.train, synth.valid, synth.test, synth.seed, synth.shift)
+
+
+def _counts(info: dict) -> str:
+    from mmdesc.corpora.synth import SHIFT_SPLIT
+
+    shift = f" + {info[SHIFT_SPLIT]} shifted" if info.get(SHIFT_SPLIT) else ""
+    return (f"{info.get('train')}/{info.get('valid')}/{info.get('test')} scenes{shift} "
+            f"(seed {info.get('seed')})")
+
+
+def writes_shift(module) -> bool:
+    """Whether a modality's ``synthesize`` writes a shifted test split."""
+    import inspect
+
+    return "shift" in inspect.signature(module.synthesize).parameters
 
 
 def write_part(module, root: Path, train: int, valid: int, test: int, seed: int, shift: int = 0) -> bool:
     """``module.synthesize`` with a shifted test split where the modality writes one; returns
     whether it did."""
-    import inspect
-
-    shifted = shift > 0 and "shift" in inspect.signature(module.synthesize).parameters
+    shifted = shift > 0 and writes_shift(module)
     module.synthesize(root, train, valid, test, seed, **({"shift": shift} if shifted else {}))
     return shifted
 

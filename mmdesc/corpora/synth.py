@@ -697,6 +697,16 @@ def is_complete(root: Path, name: str) -> bool:
     return _marker(root, name).exists()
 
 
+def written_with(root: Path, name: str) -> dict | None:
+    """What part ``name`` under ``root`` was written with (its marker's seed and counts), or
+    None when it is not complete or its marker cannot be read."""
+    try:
+        info = json.loads(_marker(root, name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def start_part(root: Path, name: str) -> None:
     """Forget that part ``name`` was complete (it is being rewritten)."""
     Path(root).mkdir(parents=True, exist_ok=True)

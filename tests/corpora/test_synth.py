@@ -268,6 +268,35 @@ def test_interrupted_generation_is_not_complete(tmp_path):
         synth.is_complete(tmp_path, "../x")
 
 
+def test_a_part_written_with_other_counts_is_written_again(tmp_path):
+    """A recipe never trains on a corpus part of another size: ensure_data rewrites a part whose
+    marker names other counts or another seed, and leaves a matching one alone."""
+    from mmdesc import build
+    from mmdesc.config import load_recipe
+
+    root, said = tmp_path / "d", []
+
+    def recipe(train: int, seed: int = 3):
+        return load_recipe("recipes/tiny/image.yaml", [f"data.root={root}", f"data.synth.train={train}",
+                                                       f"data.synth.seed={seed}", "data.synth.shift=2"])
+
+    def train_files() -> int:
+        return len(json.loads((root / "captions_train.json").read_text())["images"])
+
+    build.ensure_data(recipe(4), said.append)
+    assert train_files() == 4 and len(said) == 1
+    marker = root / ".complete-image"
+    stamp = marker.stat().st_mtime_ns
+    build.ensure_data(recipe(4), said.append)
+    assert marker.stat().st_mtime_ns == stamp and len(said) == 1  # the same counts: nothing written
+    build.ensure_data(recipe(6), said.append)
+    assert train_files() == 6
+    assert "written with 4/6/6 scenes + 2 shifted (seed 3), the recipe asks 6/6/6 scenes + 2 shifted (seed 3)" in said[1]
+    build.ensure_data(recipe(6, seed=4), said.append)
+    assert "(seed 3), the recipe asks 6/6/6 scenes + 2 shifted (seed 4)" in said[3]
+    assert synth.written_with(root, "image")["seed"] == 4
+
+
 def test_text_corpus_lines_and_scenes(tmp_path):
     write_text_corpus(tmp_path / "t", 6, 4, 3, seed=4, size=32)
     write_image_corpus(tmp_path / "i", 6, 4, 3, seed=4, size=32)
