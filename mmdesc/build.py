@@ -412,7 +412,7 @@ def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = Tr
 
     import torch
 
-    from mmdesc import checkpoint
+    from mmdesc import checkpoint, devices
     from mmdesc.distributed import Processes
 
     processes = processes or Processes()
@@ -446,7 +446,8 @@ def setup_training(recipe, say: Callable[[str], None] = print, resume: bool = Tr
         dataset, collate = cached_training_data(recipe, model, reader, train_ex, pairs, device, say,
                                                 truth=dataset.truth)
     net = setup_parallel(model, device, processes)
-    return TrainingParts(recipe=recipe, processes=processes, device=device, precision=cfg.precision,
+    precision = devices.training_precision(cfg.precision, str(device))
+    return TrainingParts(recipe=recipe, processes=processes, device=device, precision=precision,
                          reader=reader, tokenizer=tokenizer, dataset=dataset, collate=collate, lengths=lengths,
                          targets=[len(y) + 1 for _, y in pairs], valid=valid, valid_index=valid_index,
                          model=model, net=net, objective=build_objective(recipe), optimizer=optimizer,

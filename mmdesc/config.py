@@ -296,8 +296,8 @@ class TrainConfig:
     log_every: int = 50
     device: str = "auto"  # auto: cuda when there is one (each process of a run its own GPU), else cpu
     # fp32; bf16: autocast to bfloat16 (CUDA, and CPUs with bf16); fp16: autocast to float16 with a
-    # grad scaler (CUDA only)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # grad scaler (CUDA only); auto: bf16 where the device has it, else fp32
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     accumulate: int = 1  # micro-batches per step: each process runs batch_size / (processes * accumulate)
     peer_timeout: float = 10.0  # minutes a process waits for the others of its run before failing
     compile: bool = False  # as search.compile, for the training steps (and validation)

@@ -41,6 +41,15 @@ def resolve(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def training_precision(precision: str, name: str) -> str:
+    """The arithmetic a training in ``precision`` runs on device ``name``: ``auto`` is bf16 where
+    the device has bfloat16 arithmetic (a GPU that has it, a CPU with AVX-512 BF16 or AMX), else
+    fp32; any other setting is itself."""
+    if precision != "auto":
+        return precision
+    return "fp32" if precision_problem("bf16", name) else "bf16"
+
+
 def precision_problem(precision: str, name: str) -> str | None:
     """Why training in ``precision`` (fp32, bf16, fp16) cannot run on device ``name`` here (one
     phrase), or None when it can: fp16 needs CUDA (its grad scaler), bf16 a GPU or CPU that has it."""

@@ -144,6 +144,20 @@ def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
     assert len(losses) == 3 and "NaN" not in "".join(losses)
 
 
+def test_auto_precision_is_bf16_where_the_device_has_it(tiny_data, tmp_path, monkeypatch):
+    from mmdesc import devices
+
+    r = mmdesc("train", RECIPE, f"data.root={tiny_data}", f"out={tmp_path / 'a'}", "train.precision=auto",
+               "train.max_steps=2", "train.valid_every=2", "train.valid_size=2", "train.device=cpu")
+    assert r.code == 0, r.err
+    assert ("device cpu, bf16" in r.err) == devices.cpu_has_bf16()
+    assert devices.training_precision("auto", "cpu") == ("bf16" if devices.cpu_has_bf16() else "fp32")
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)  # as on a CPU without AVX-512 BF16
+    assert devices.training_precision("auto", "cpu") == "fp32"
+    assert devices.precision_problem("auto", "cpu") is None  # never refused: it falls back
+    assert [devices.training_precision(p, "cpu") for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+
+
 def test_fp16_on_cpu_is_refused_in_one_line(tiny_data, tmp_path):
     r = mmdesc("train", RECIPE, f"data.root={tiny_data}", f"out={tmp_path / 'x'}", "train.precision=fp16",
                "train.device=cpu")
