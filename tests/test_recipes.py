@@ -26,3 +26,16 @@ def test_every_recipe_has_a_tiny_twin():
 def test_every_modality_has_a_recipe():
     used = {load_recipe(p).modality for p in ALL}
     assert used == set(MODALITIES)
+
+
+def test_recipes_of_one_corpus_part_ask_for_the_same_part():
+    """Two recipes that generate the same modality's part under one data.root must ask for
+    the same seed and counts: otherwise each would write the part again for the other."""
+    asked: dict[tuple[str, str], tuple[str, object]] = {}
+    for path in ALL:
+        r = load_recipe(path)
+        if r.data.synth is None:
+            continue
+        key = (r.data.root, r.modality)
+        first = asked.setdefault(key, (path.name, r.data.synth))
+        assert first[1] == r.data.synth, f"{path.name} and {first[0]} ask {key} for different synthetic parts"
