@@ -147,8 +147,9 @@ def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
 def test_auto_precision_is_bf16_where_the_device_has_it(tiny_data, tmp_path, monkeypatch):
     from mmdesc import devices
 
-    r = mmdesc("train", RECIPE, f"data.root={tiny_data}", f"out={tmp_path / 'a'}", "train.precision=auto",
-               "train.max_steps=2", "train.valid_every=2", "train.valid_size=2", "train.device=cpu")
+    r = mmdesc("train", RECIPE, f"data.root={tiny_data}", f"out={tmp_path / 'a'}",
+               "train.precision=auto", "train.max_steps=2", "train.valid_every=2", "train.valid_size=2",
+               "train.device=cpu")
     assert r.code == 0, r.err
     assert ("device cpu, bf16" in r.err) == devices.cpu_has_bf16()
     assert devices.training_precision("auto", "cpu") == ("bf16" if devices.cpu_has_bf16() else "fp32")

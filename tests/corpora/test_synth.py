@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from conftest import mmdesc
+from conftest import RECIPES, mmdesc
 from mmdesc.corpora import synth
 from mmdesc.corpora.coco import read_coco
 from mmdesc.corpora.parallel import read_parallel
@@ -277,8 +277,8 @@ def test_a_part_written_with_other_counts_is_written_again(tmp_path):
     root, said = tmp_path / "d", []
 
     def recipe(train: int, seed: int = 3):
-        return load_recipe("recipes/tiny/image.yaml", [f"data.root={root}", f"data.synth.train={train}",
-                                                       f"data.synth.seed={seed}", "data.synth.shift=2"])
+        return load_recipe(RECIPES / "tiny" / "image.yaml", [f"data.root={root}", f"data.synth.train={train}",
+                                                             f"data.synth.seed={seed}", "data.synth.shift=2"])
 
     def train_files() -> int:
         return len(json.loads((root / "captions_train.json").read_text())["images"])
@@ -291,7 +291,8 @@ def test_a_part_written_with_other_counts_is_written_again(tmp_path):
     assert marker.stat().st_mtime_ns == stamp and len(said) == 1  # the same counts: nothing written
     build.ensure_data(recipe(6), said.append)
     assert train_files() == 6
-    assert "written with 4/6/6 scenes + 2 shifted (seed 3), the recipe asks 6/6/6 scenes + 2 shifted (seed 3)" in said[1]
+    assert ("its image part was written with 4/6/6 scenes + 2 shifted (seed 3), "
+            "the recipe asks 6/6/6 scenes + 2 shifted (seed 3): writing it again") in said[1]
     build.ensure_data(recipe(6, seed=4), said.append)
     assert "(seed 3), the recipe asks 6/6/6 scenes + 2 shifted (seed 4)" in said[3]
     assert synth.written_with(root, "image")["seed"] == 4
