@@ -694,14 +694,15 @@ def _marker(root: Path, name: str) -> Path:
 
 def is_complete(root: Path, name: str) -> bool:
     """Whether part ``name`` of the corpus finished writing under ``root``."""
-    return _marker(root, name).exists()
+    return written_with(root, name) is not None
 
 
 def written_with(root: Path, name: str) -> dict | None:
     """What part ``name`` under ``root`` was written with (its marker's seed and counts), or
     None when it is not complete or its marker cannot be read."""
+    marker = _marker(root, name)  # a bad part name is a ValueError, not an incomplete part
     try:
-        info = json.loads(_marker(root, name).read_text(encoding="utf-8"))
+        info = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None

@@ -298,6 +298,20 @@ def test_a_part_written_with_other_counts_is_written_again(tmp_path):
     assert synth.written_with(root, "image")["seed"] == 4
 
 
+def test_training_over_a_smaller_part_writes_it_again_through_the_cli(tmp_path):
+    root = tmp_path / "d"
+    assert mmdesc("data", "synth", str(root), "--train", "10", "--valid", "6", "--test", "6", "--seed", "3",
+                  "--modalities", "image").code == 0
+    r = mmdesc("train", RECIPES / "tiny" / "image.yaml", f"data.root={root}", f"out={tmp_path / 'run'}",
+               "train.max_steps=1", "train.valid_every=1", "train.valid_size=2")
+    assert r.code == 0, r.err
+    assert (f"{root}: its image part was written with 10/6/6 scenes (seed 3), the recipe asks "
+            f"48/6/6 scenes (seed 3): writing it again") in r.err
+    assert len(json.loads((root / "captions_train.json").read_text())["images"]) == 48
+    (root / ".complete-image").write_text("not json")  # an unreadable marker: an incomplete part
+    assert not synth.is_complete(root, "image")
+
+
 def test_text_corpus_lines_and_scenes(tmp_path):
     write_text_corpus(tmp_path / "t", 6, 4, 3, seed=4, size=32)
     write_image_corpus(tmp_path / "i", 6, 4, 3, seed=4, size=32)
